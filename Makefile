@@ -1,0 +1,40 @@
+# Seeing inside CNNs: two commands do all the set-up.
+#   make course   create .venv if missing, install, start JupyterLab on notebooks/
+#   make test     same install, then lint, unit tests and nbval on every notebook
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: course test install lint unit nbval clean-venv
+
+install: $(STAMP)
+
+# Re-install only when the package's requirements change.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[test]"
+	$(BIN)/python -m pip check
+	touch $(STAMP)
+
+course: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+lint: $(STAMP)
+	$(BIN)/ruff check course_utils tests benchmarks
+
+# Unit tests and every notebook (nbval, strict: all outputs compared) in one pytest run.
+test: lint
+	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
+		--sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600 --durations=15
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+nbval: $(STAMP)
+	$(BIN)/python -m pytest notebooks --nbval --nbval-current-env \
+		--sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600
+
+clean-venv:
+	rm -rf $(VENV)

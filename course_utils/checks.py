@@ -1,0 +1,95 @@
+"""Input checks shared by every method: they turn a bad argument into a sentence a student can act
+on, before TensorFlow sees the data and answers with a stack trace."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import CourseError
+
+
+def _describe(shape) -> str:
+    return "×".join(str(s) for s in shape)
+
+
+def as_image_batch(images, model=None, *, value_range: tuple[float, float] | None = (0.0, 1.0),
+                   name: str = "images") -> np.ndarray:
+    """Check images and return them as a float32 batch (N, H, W, C).
+
+    Args:
+        images: one image (H, W, C) or a batch (N, H, W, C), as a NumPy array or tensor.
+        model: if given, the images must match its input size and channel count.
+        value_range: the (low, high) the values must lie in, or None to accept any finite value
+            (e.g. after an ImageNet model's own preprocessing).
+        name: the argument's name, for the messages.
+
+    Returns:
+        float32 array (N, H, W, C).
+
+    Raises:
+        CourseError: wrong rank, size or channels; uint8 or out-of-range values; NaN or inf.
+    """
+    x = np.asarray(images)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4:
+        raise CourseError(f"{name} must be one image (H, W, C) or a batch (N, H, W, C); got an "
+                          f"array of shape {x.shape}.")
+    if x.shape[0] == 0:
+        raise CourseError(f"{name} is an empty batch (shape {x.shape}).")
+    if x.shape[-1] not in (1, 3) and x.shape[1] in (1, 3):
+        raise CourseError(f"{name} look channels-first (shape {x.shape}); the course uses "
+                          "channels-last (N, H, W, C): use np.transpose(images, (0, 2, 3, 1)).")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise CourseError(f"{name} must hold numbers; got dtype {x.dtype}.")
+    if np.issubdtype(x.dtype, np.integer) and value_range == (0.0, 1.0):
+        raise CourseError(f"{name} are integers (dtype {x.dtype}, values up to {x.max()}); this "
+                          "function expects float32 in [0, 1]: use images.astype('float32') / 255.")
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise CourseError(f"{name} contain NaN or infinite values; check how they were made.")
+    if value_range is not None:
+        lo, hi = value_range
+        if x.min() < lo - 1e-4 or x.max() > hi + 1e-4:
+            hint = " (0–255 values? divide by 255)" if x.max() > 2 else ""
+            raise CourseError(f"{name} must lie in [{lo:g}, {hi:g}]; got values from "
+                              f"{x.min():.3g} to {x.max():.3g}{hint}.")
+    if model is not None:
+        check_input_shape(x, model, name)
+    return x
+
+
+def check_input_shape(x: np.ndarray, model, name: str = "images") -> None:
+    """Raise a CourseError unless the batch ``x`` fits the model's input (H, W, C)."""
+    expected = tuple(model.input_shape[1:])
+    if len(expected) != 3:
+        raise CourseError(f"The course explains image models; this model's input shape is "
+                          f"{model.input_shape}.")
+    for got, want in zip(x.shape[1:], expected, strict=True):
+        if want is not None and got != want:
+            wanted = _describe("?" if w is None else w for w in expected)
+            raise CourseError(f"This model expects {wanted} images (H×W×C); {name} are "
+                              f"{_describe(x.shape[1:])}. Resize them, e.g. with "
+                              "cu.data.center_crop_resize(image, model).")
+
+
+def as_targets(target, n: int, n_classes: int) -> np.ndarray | None:
+    """Check class indices: None (use the predicted class), one int for all, or one per image.
+
+    Returns:
+        None, or an int32 array (n,).
+    """
+    if target is None:
+        return None
+    t = np.asarray(target)
+    if not np.issubdtype(t.dtype, np.integer):
+        raise CourseError(f"target must be class indices (integers); got {target!r}. For a class "
+                          "name, use cu.data.class_index(name).")
+    t = np.broadcast_to(t, (n,)) if t.ndim == 0 else t
+    if t.shape != (n,):
+        raise CourseError(f"target must be one class index, or one per image ({n}); got shape "
+                          f"{t.shape}.")
+    if t.min() < 0 or t.max() >= n_classes:
+        raise CourseError(f"target {int(t.min() if t.min() < 0 else t.max())} is out of range: "
+                          f"this model has classes 0..{n_classes - 1}.")
+    return t.astype(np.int32)

@@ -1,0 +1,356 @@
+"""Models: the course CNN and its shipped weights, ImageNet models, and views of any classifier
+that reach its logits and its inner layers without changing it.
+
+Two habits of the seed study are fixed here. It explained the softmax output (whose gradient
+vanishes when the model is confident) and it swapped the last activation *in place*, which changed
+the model for good. :func:`logits_model` builds a second model over the same layers instead: the
+weights are shared, the original is untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .errors import CourseError
+
+DATA_DIR = Path(os.environ.get("COURSE_DATA_DIR", Path(__file__).resolve().parent.parent / "data"))
+MANIFEST = "manifest.json"
+
+# The shipped models: how each was trained is in course_utils/train.py.
+COURSE_MODELS = {
+    "shapes_cnn": "the course CNN, trained on the shapes data set",
+    "shapes_cnn_cue": "the same CNN trained with a spurious cue: a checkerboard on every star",
+}
+CUE_CLASS = "star"
+
+
+# --- the course CNN -----------------------------------------------------------------------------
+
+def build_course_cnn(n_classes: int = 6, input_shape=(64, 64, 3), name: str = "shapes_cnn"):
+    """The course CNN: four conv blocks, global average pooling, logits, softmax.
+
+    conv1-conv3 (16, 32, 64 filters) are each followed by 2×2 max pooling; conv4 (128 filters)
+    keeps 8×8 maps for CAM and Grad-CAM. ``gap`` averages each map to one number, ``logits`` is a
+    dense layer with no activation (the pre-softmax scores), and ``probs`` is a separate softmax
+    layer, so the logits are reachable by name.
+    """
+    from keras import layers
+
+    inputs = keras.Input(input_shape, name="image")
+    x = inputs
+    for i, filters in enumerate((16, 32, 64), start=1):
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = layers.Conv2D(128, 3, padding="same", activation="relu", name="conv4")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    logits = layers.Dense(n_classes, name="logits")(x)
+    probs = layers.Softmax(name="probs")(logits)
+    return keras.Model(inputs, probs, name=name)
+
+
+def file_sha256(path) -> str:
+    """The sha256 of a file, as hex."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def read_manifest(data_dir=None) -> dict:
+    """The manifest of shipped models: file, sha256, size and measured accuracy of each."""
+    path = Path(data_dir or DATA_DIR) / MANIFEST
+    if not path.exists():
+        raise CourseError(f"The model manifest {path} is missing. Restore data/ from the "
+                          "repository (git checkout -- data) or rebuild the models with "
+                          "`python -m course_utils.train`.")
+    return json.loads(path.read_text())
+
+
+def load_course_model(name: str = "shapes_cnn", *, data_dir=None):
+    """Load a shipped course model, after checking its file against the manifest's sha256.
+
+    Args:
+        name: ``"shapes_cnn"`` or ``"shapes_cnn_cue"``.
+        data_dir: the folder with the weights and manifest (default: the repository's ``data/``).
+
+    Returns:
+        The Keras model (outputs class probabilities; see :func:`logits_model`).
+    """
+
+    if name not in COURSE_MODELS:
+        raise CourseError(f"Unknown course model {name!r}; the course ships "
+                          f"{', '.join(COURSE_MODELS)}. For an ImageNet model use "
+                          "load_imagenet_model().")
+    data_dir = Path(data_dir or DATA_DIR)
+    entry = read_manifest(data_dir)["models"].get(name)
+    rebuild = f"Rebuild it with `python -m course_utils.train --model {name}` (a few minutes)."
+    if entry is None:
+        raise CourseError(f"{name} is not in {data_dir / MANIFEST}. {rebuild}")
+    path = data_dir / entry["file"]
+    if not path.exists():
+        raise CourseError(f"The weights file {path} is missing. {rebuild}")
+    if file_sha256(path) != entry["sha256"]:
+        raise CourseError(f"The weights file {path} is corrupted (its sha256 differs from the "
+                          f"manifest's). Restore it with `git checkout -- {path.name}` in data/, "
+                          f"or: {rebuild}")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # a file that passed the hash check but Keras cannot read
+        raise CourseError(f"Keras could not load {path} ({type(e).__name__}: {e}). {rebuild}") from e
+
+
+# --- views of a model: logits and inner layers ---------------------------------------------------
+
+def _output_layer(model):
+    """The layer that produces the model's (single) output."""
+
+    if isinstance(model, keras.Sequential):
+        return model.layers[-1]
+    return model.outputs[0]._keras_history[0]
+
+
+def _contains(model, name: str) -> bool:
+
+    return any(layer.name == name or (isinstance(layer, keras.Model) and _contains(layer, name))
+               for layer in model.layers)
+
+
+def _rebuild(model, call):
+    """A new functional graph over the *same* layers (weights shared), in which every top-level
+    layer call goes through ``call(layer, *args, **kwargs)``."""
+
+    if not isinstance(model, keras.Sequential) and len(model.inputs) != 1:
+        raise CourseError("The course's methods need a model with one image input.")
+    if isinstance(model, keras.Sequential):
+        # Keras cannot re-trace a Sequential model with a hook, so call its layers in order.
+        x = inputs = keras.Input(model.input_shape[1:])
+        for layer in model.layers:
+            x = call(layer, x)
+        return keras.Model(inputs, x)
+    return keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
+
+
+def _logit_call(layer, x, **kwargs):
+    """Call the model's last layer, without its softmax."""
+
+    act = getattr(layer, "activation", None)
+    act_name = getattr(act, "__name__", str(act))
+    if isinstance(layer, keras.layers.Softmax) or (
+            isinstance(layer, keras.layers.Activation) and act_name == "softmax"):
+        return x                                 # the softmax's input is the logits
+    if act is None or act_name == "linear":
+        return layer(x, **kwargs)                # already logits
+    if act_name == "softmax" and isinstance(layer, keras.layers.Dense):
+        return DenseWithoutActivation(layer)(x)
+    raise CourseError(f"The model's last layer {layer.name!r} ends with {act_name!r}; the course "
+                      "explains pre-softmax scores of a Dense/Softmax head. Give a model whose "
+                      "last layer is a Dense layer (with or without softmax) or a Softmax layer.")
+
+
+class DenseWithoutActivation(keras.layers.Layer):
+    """x W + b with the kernel and bias of an existing Dense layer (shared, not copied)."""
+
+    def __init__(self, dense, **kwargs):
+        super().__init__(name=f"{dense.name}_logits", **kwargs)
+        self.dense = dense
+
+    def call(self, x):
+        y = keras.ops.matmul(x, self.dense.kernel)
+        return y + self.dense.bias if self.dense.use_bias else y
+
+
+def _with_outputs(model, names: list[str], logits: bool):
+    """A model over the same layers whose outputs are [*activations of names, final output],
+    the final output being the logits when ``logits`` is true."""
+
+    last, captured = _output_layer(model), {}
+
+    def call(layer, *args, **kwargs):
+        inside = [n for n in names if isinstance(layer, keras.Model) and _contains(layer, n)]
+        if inside or (layer is last and logits and isinstance(layer, keras.Model)):
+            sub = _with_outputs(layer, inside, logits=logits and layer is last)
+            outs = sub(*args, **kwargs)
+            outs = outs if isinstance(outs, list | tuple) else [outs]
+            captured.update(zip(inside, outs[:-1], strict=True))
+            out = outs[-1]
+        elif layer is last and logits:
+            out = _logit_call(layer, *args, **kwargs)
+        else:
+            out = layer(*args, **kwargs)
+        if layer.name in names:
+            captured[layer.name] = out
+        return out
+
+    rebuilt = _rebuild(model, call)
+    outputs = [captured[n] for n in names] + [rebuilt.outputs[0]]
+    return keras.Model(rebuilt.inputs[0], outputs if names else outputs[0])
+
+
+def layer_names(model) -> list[str]:
+    """Every layer's name, nested models' layers included (after their model's name)."""
+
+    names = []
+    for layer in model.layers:
+        names.append(layer.name)
+        if isinstance(layer, keras.Model):
+            names.extend(layer_names(layer))
+    return names
+
+
+def check_layer_name(model, name: str) -> None:
+    """Raise a CourseError naming the layers that exist, unless ``name`` is one of them."""
+    names = layer_names(model)
+    if name not in names:
+        shown = ", ".join(names[:40]) + (f", ... ({len(names)} in all)" if len(names) > 40 else "")
+        raise CourseError(f"This model has no layer {name!r}. Its layers are: {shown}.")
+
+
+def logits_model(model):
+    """A view of a classifier that outputs its pre-softmax scores (logits).
+
+    Works when the last layer is a ``Softmax`` (or ``Activation("softmax")``) layer, a ``Dense``
+    layer with a softmax activation, or a layer with no activation; for Sequential and functional
+    models, and for models nested inside them (a ``keras.applications`` base inside a
+    Sequential). The view shares the original's weights; the original is not changed.
+    """
+    return _with_outputs(model, [], logits=True)
+
+
+def feature_model(model, layer_names_: list[str] | str, *, logits: bool = True):
+    """A view that outputs the activations of some layers and then the logits.
+
+    Args:
+        model: any single-input Keras classifier (Sequential, functional, or with a nested base).
+        layer_names_: one layer name or a list; a layer inside a nested model is named as is
+            (e.g. ``"Conv_1"`` inside MobileNetV2).
+        logits: end with the logits (True) or the model's own output (False).
+
+    Returns:
+        A Keras model: ``feats..., logits = view(images)``, weights shared with ``model``.
+    """
+    names = [layer_names_] if isinstance(layer_names_, str) else list(layer_names_)
+    for name in names:
+        check_layer_name(model, name)
+    return _with_outputs(model, names, logits=logits)
+
+
+def conv_layer_names(model) -> list[str]:
+    """Names of the convolution layers (nested ones included), input to output."""
+
+    names = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            names.extend(conv_layer_names(layer))
+        elif isinstance(layer, keras.layers.Conv2D | keras.layers.DepthwiseConv2D):
+            names.append(layer.name)
+    return names
+
+
+def predict_logits(model, images, batch_size: int = 256):
+    """Logits of a batch, as a NumPy array (N, classes)."""
+
+    view = logits_model(model)
+    return np.concatenate([view(images[i:i + batch_size], training=False).numpy()
+                           for i in range(0, len(images), batch_size)])
+
+
+# --- ImageNet models ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImageNetModel:
+    """An ImageNet classifier with what it needs around it.
+
+    Attributes:
+        model: the Keras model (outputs softmax probabilities).
+        preprocess: maps float images in [0, 1] (N, H, W, 3) to the model's input range.
+        decode: maps a batch of scores to the top class names, [(class id, name, score), ...].
+        input_size: (height, width).
+    """
+
+    model: object
+    preprocess: object
+    decode: object
+    input_size: tuple[int, int]
+
+
+IMAGENET = {  # name: (constructor, module, input side, weights file keras.applications caches)
+    "mobilenet_v2": ("MobileNetV2", "mobilenet_v2", 224,
+                     "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"),
+    "xception": ("Xception", "xception", 299, "xception_weights_tf_dim_ordering_tf_kernels.h5"),
+}
+WEIGHTS_HOST = ("storage.googleapis.com", 443)
+CLASS_INDEX_FILE = "imagenet_class_index.json"
+
+
+def _keras_cache() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def _require_download(files: list[str], timeout: float) -> None:
+    """Fail fast, with a CourseError, when files must be downloaded and the host cannot be
+    reached. Without this, an offline download can hang for minutes."""
+    missing = [f for f in files if not (_keras_cache() / f).exists()]
+    if not missing:
+        return
+    start = time.perf_counter()
+    try:
+        socket.create_connection(WEIGHTS_HOST, timeout=timeout).close()
+    except OSError as e:
+        raise CourseError(
+            f"No network: the ImageNet weights ({missing[0]}) are not in {_keras_cache()} and "
+            f"{WEIGHTS_HOST[0]} cannot be reached ({type(e).__name__} after "
+            f"{time.perf_counter() - start:.1f} s). Run this notebook where there is internet "
+            "(Colab, a laptop online) once, or copy the file into that folder. The rest of the "
+            "course runs offline on the shapes models.") from e
+
+
+def load_imagenet_model(name: str = "mobilenet_v2", *, weights: str | None = "imagenet",
+                        timeout: float = 5.0) -> ImageNetModel:
+    """A ``keras.applications`` ImageNet classifier, its preprocessing and its label decoder.
+
+    Offline, it raises a CourseError within ``timeout`` seconds (plus a little) instead of hanging.
+    ``weights=None`` builds the same architecture with random weights and needs no network: the
+    tests use it.
+
+    Args:
+        name: ``"mobilenet_v2"`` (224×224, fast) or ``"xception"`` (299×299, as in the seed study).
+        weights: ``"imagenet"`` or None.
+        timeout: seconds to wait for the weights' host before giving up.
+    """
+    import importlib
+
+    if name not in IMAGENET:
+        raise CourseError(f"Unknown ImageNet model {name!r}; choose one of {', '.join(IMAGENET)}.")
+    constructor, module_name, side, weights_file = IMAGENET[name]
+    module = importlib.import_module(f"keras.applications.{module_name}")
+    if weights is not None:
+        _require_download([weights_file, CLASS_INDEX_FILE], timeout)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(max(timeout, 30.0))  # a stalled download errors instead of hanging
+    try:
+        model = getattr(keras.applications, constructor)(weights=weights)
+        if weights is not None:
+            keras.utils.get_file(CLASS_INDEX_FILE, keras.applications.imagenet_utils.CLASS_INDEX_PATH,
+                                 cache_subdir="models")
+    except OSError as e:
+        raise CourseError(f"Downloading the {name} weights failed ({e}). Check the network, or "
+                          "use the shapes models, which need none.") from e
+    finally:
+        socket.setdefaulttimeout(previous)
+
+    def preprocess(images):
+        """Images in [0, 1] to the model's input range ([-1, 1] for both models)."""
+        return module.preprocess_input(np.asarray(images, np.float32) * 255.0)
+
+    def decode(scores, top: int = 5):
+        """The ``top`` classes of each image: [(class id, name, score), ...] per image."""
+        _require_download([CLASS_INDEX_FILE], timeout)
+        return module.decode_predictions(np.asarray(scores), top=top)
+
+    return ImageNetModel(model, preprocess, decode, (side, side))

@@ -1,0 +1,134 @@
+"""Pure plotting functions: each one draws, and returns its figure or axes; nothing else.
+
+Heatmaps are normalised here, for display only; the methods return raw maps.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def normalize_map(heatmap: np.ndarray, *, symmetric: bool = False) -> np.ndarray:
+    """Scale a map for display: to [0, 1], or to [-1, 1] around 0 when ``symmetric``.
+
+    A constant map becomes all zeros (nothing to show), never NaN.
+    """
+    h = np.asarray(heatmap, np.float32)
+    if symmetric:
+        peak = np.abs(h).max()
+        return h / peak if peak > 0 else np.zeros_like(h)
+    span = h.max() - h.min()
+    return (h - h.min()) / span if span > 0 else np.zeros_like(h)
+
+
+def show_image(image: np.ndarray, ax=None, title: str | None = None):
+    """Draw one image (H, W, 3) in [0, 1] without ticks. Returns the axes."""
+    ax = ax or plt.gca()
+    image = np.asarray(image)
+    ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else np.clip(image, 0, 1),
+              cmap="gray" if image.shape[-1] == 1 else None)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, ax=None, *, alpha: float = 0.5,
+            cmap: str = "jet", title: str | None = None, symmetric: bool = False,
+            colorbar: bool = False):
+    """Draw a heatmap over an image.
+
+    Args:
+        image: (H, W, 3) in [0, 1].
+        heatmap: (h, w), any range; drawn stretched over the image (so a coarse 8×8 Grad-CAM
+            map or an occlusion grid lines up with the pixels it covers).
+        ax: the axes to draw on (default: the current ones).
+        alpha: opacity of the heatmap.
+        cmap: colour map; with ``symmetric=True`` use a diverging one, e.g. ``"bwr"``.
+        title: axes title.
+        symmetric: scale to [-1, 1] around 0 (for signed maps) instead of to [0, 1].
+        colorbar: add a colourbar for the (normalised) heatmap values.
+
+    Returns:
+        The axes.
+    """
+    ax = show_image(image, ax, title)
+    h, w = np.asarray(image).shape[:2]
+    lo = -1 if symmetric else 0
+    mappable = ax.imshow(normalize_map(heatmap, symmetric=symmetric), cmap=cmap, alpha=alpha,
+                         vmin=lo, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5),
+                         interpolation="bilinear")
+    if colorbar:
+        ax.figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.04)
+    return ax
+
+
+def image_grid(images, titles=None, *, ncols: int = 8, size: float = 1.4, cmap: str | None = None,
+               suptitle: str | None = None):
+    """A grid of images (or 2D maps) with optional titles. Returns the figure.
+
+    Args:
+        images: a batch (N, H, W, 3) or (N, H, W), or a list of such arrays.
+        titles: one title per image, or None.
+        ncols: images per row.
+        size: inches per image.
+        cmap: colour map for 2D maps (e.g. masks).
+        suptitle: a title over the whole grid.
+    """
+    n = len(images)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        image = np.asarray(images[i])
+        if image.ndim == 2:
+            ax.imshow(image, cmap=cmap)
+        else:
+            show_image(image, ax)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_row(image: np.ndarray, maps: dict, *, size: float = 2.0, cmap: str = "jet",
+                alpha: float = 0.5, suptitle: str | None = None):
+    """The image, then each named map over it, in one row. Returns the figure.
+
+    Args:
+        image: (H, W, 3) in [0, 1].
+        maps: {title: heatmap (h, w)}.
+    """
+    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(size * (len(maps) + 1), size + 0.4))
+    show_image(image, axes[0], "image")
+    for ax, (title, heatmap) in zip(axes[1:], maps.items(), strict=True):
+        overlay(image, heatmap, ax, cmap=cmap, alpha=alpha, title=title)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix_plot(matrix: np.ndarray, class_names, ax=None, title: str | None = None):
+    """Draw a confusion matrix (rows: true class, columns: predicted) with its counts."""
+    ax = ax or plt.gca()
+    ax.imshow(matrix, cmap="Blues")
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                color="white" if count > matrix.max() / 2 else "black")
+    if title:
+        ax.set_title(title)
+    return ax
