@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
+# Extra JupyterLab options, e.g. make course JUPYTER_ARGS="--no-browser --port 8899"
+JUPYTER_ARGS ?=
 course: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(JUPYTER_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check course_utils tests benchmarks

@@ -99,23 +99,27 @@ def _shape_mask(label: int, u, v):
         return _inside_star(u, v)
     if name == "cross":
         arm = 0.28
-        return ((np.abs(u) <= arm) & (np.abs(v) <= 0.95)) | ((np.abs(v) <= arm) & (np.abs(u) <= 0.95))
+        au, av = np.abs(u), np.abs(v)
+        return ((au <= arm) & (av <= 0.95)) | ((av <= arm) & (au <= 0.95))
     return (r >= 0.5) & (r <= 0.95)  # ring
 
 
 def _rotated_frame(cx, cy, scale, angle, size: int):
-    """Pixel-centre coordinates of every image, moved to (cx, cy), rotated and divided by scale."""
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    dx = x[None] - cx[:, None, None]
-    dy = y[None] - cy[:, None, None]
+    """Pixel-centre coordinates of every image, moved to (cx, cy), rotated and divided by scale.
+
+    dx varies along x only and dy along y only, so they broadcast as (n, 1, W) and (n, H, 1).
+    """
+    t = np.arange(size, dtype=np.float32) + 0.5
+    dx = (t[None, None, :] - cx[:, None, None]) / scale[:, None, None]
+    dy = (t[None, :, None] - cy[:, None, None]) / scale[:, None, None]
     c, s = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
-    return (dx * c + dy * s) / scale[:, None, None], (-dx * s + dy * c) / scale[:, None, None]
+    return dx * c + dy * s, dy * c - dx * s
 
 
 # --- backgrounds, distractor, marker ------------------------------------------------------------
 
 def _upsample_matrix(coarse: int, size: int) -> np.ndarray:
-    """Linear interpolation from ``coarse`` samples to ``size`` pixels, as a (size, coarse) matrix."""
+    """Linear interpolation from ``coarse`` samples to ``size`` pixels: a (size, coarse) matrix."""
     pos = np.linspace(0, coarse - 1, size)
     lo = np.clip(np.floor(pos).astype(int), 0, coarse - 2)
     w = (pos - lo).astype(np.float32)
@@ -126,18 +130,19 @@ def _upsample_matrix(coarse: int, size: int) -> np.ndarray:
 
 
 def _backgrounds(rng, n: int, size: int):
-    """Muted base colour + smooth colour blotches + grey stripes. Returns images and base colours."""
+    """Muted base colour + smooth colour blotches + grey stripes. Returns images, base colours."""
     base = rng.uniform(0.15, 0.85, (n, 1, 1, 3)).astype(np.float32)
     m = _upsample_matrix(5, size)
     # Interpolation weights sum to 1, so the base colour can be added before upsampling.
     blotches = rng.normal(0, 0.12, (n, 5, 5, 3)).astype(np.float32) + base
     smooth = np.ascontiguousarray(np.einsum("ik,nklc,jl->nijc", m, blotches, m, optimize=True))
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    t = np.arange(size, dtype=np.float32)
     beta = rng.uniform(0, np.pi, (n, 1, 1)).astype(np.float32)
     freq = rng.uniform(0.3, 1.2, (n, 1, 1)).astype(np.float32)
     phase = rng.uniform(0, 2 * np.pi, (n, 1, 1)).astype(np.float32)
     amp = rng.uniform(0.0, 0.1, (n, 1, 1)).astype(np.float32)
-    stripes = amp * np.sin(freq * (x * np.cos(beta) + y * np.sin(beta)) + phase)
+    along = freq * (t[None, None, :] * np.cos(beta) + t[None, :, None] * np.sin(beta)) + phase
+    stripes = amp * np.sin(along)
     smooth += stripes[..., None]
     return smooth, base[:, 0, 0, :]
 
@@ -254,13 +259,16 @@ def _render(rng, out: Shapes, part: slice, with_cue, distractor: bool) -> None:
     cy = rng.uniform(radius + 1, size - radius - 1).astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
 
+    # The bar's parameters are drawn even when it is not painted, so that distractor=False
+    # changes only the bar's pixels, not the random numbers of everything after it.
+    bx, by = _distractor_centres(rng, cx, cy, radius, size)
+    length = rng.uniform(6, 11, n).astype(np.float32) * scale
+    bar_angle = rng.uniform(0, np.pi, n).astype(np.float32)
+    bar_colour = _contrasting_colours(rng, bg_colour)
     if distractor:
-        bx, by = _distractor_centres(rng, cx, cy, radius, size)
-        length = rng.uniform(6, 11, n).astype(np.float32) * scale
-        u, v = _rotated_frame(bx, by, length, rng.uniform(0, np.pi, n).astype(np.float32), size)
+        u, v = _rotated_frame(bx, by, length, bar_angle, size)
         bar = (np.abs(u) <= 1) & (np.abs(v) * length[:, None, None] <= scale)
-        colour = _contrasting_colours(rng, bg_colour)
-        np.copyto(images, colour[:, None, None, :], where=bar[..., None])
+        np.copyto(images, bar_colour[:, None, None, :], where=bar[..., None])
 
     u, v = _rotated_frame(cx, cy, radius, angle, size)
     masks = out.masks[part]

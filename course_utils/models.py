@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,7 +101,8 @@ def load_course_model(name: str = "shapes_cnn", *, data_dir=None):
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # a file that passed the hash check but Keras cannot read
-        raise CourseError(f"Keras could not load {path} ({type(e).__name__}: {e}). {rebuild}") from e
+        raise CourseError(f"Keras could not load {path} ({type(e).__name__}: {e}). "
+                          f"{rebuild}") from e
 
 
 # --- views of a model: logits and inner layers ---------------------------------------------------
@@ -298,16 +298,14 @@ def _require_download(files: list[str], timeout: float) -> None:
     missing = [f for f in files if not (_keras_cache() / f).exists()]
     if not missing:
         return
-    start = time.perf_counter()
     try:
         socket.create_connection(WEIGHTS_HOST, timeout=timeout).close()
     except OSError as e:
         raise CourseError(
             f"No network: the ImageNet weights ({missing[0]}) are not in {_keras_cache()} and "
-            f"{WEIGHTS_HOST[0]} cannot be reached ({type(e).__name__} after "
-            f"{time.perf_counter() - start:.1f} s). Run this notebook where there is internet "
-            "(Colab, a laptop online) once, or copy the file into that folder. The rest of the "
-            "course runs offline on the shapes models.") from e
+            f"{WEIGHTS_HOST[0]} cannot be reached ({type(e).__name__}). Run this notebook where "
+            "there is internet (Colab, a laptop online) once, or copy the file into that "
+            "folder. The rest of the course runs offline on the shapes models.") from e
 
 
 def load_imagenet_model(name: str = "mobilenet_v2", *, weights: str | None = "imagenet",
@@ -336,8 +334,8 @@ def load_imagenet_model(name: str = "mobilenet_v2", *, weights: str | None = "im
     try:
         model = getattr(keras.applications, constructor)(weights=weights)
         if weights is not None:
-            keras.utils.get_file(CLASS_INDEX_FILE, keras.applications.imagenet_utils.CLASS_INDEX_PATH,
-                                 cache_subdir="models")
+            index_url = keras.applications.imagenet_utils.CLASS_INDEX_PATH
+            keras.utils.get_file(CLASS_INDEX_FILE, index_url, cache_subdir="models")
     except OSError as e:
         raise CourseError(f"Downloading the {name} weights failed ({e}). Check the network, or "
                           "use the shapes models, which need none.") from e

@@ -19,8 +19,7 @@ import numpy as np
 
 from .data import make_shapes
 from .errors import CourseError
-from .models import (CUE_CLASS, DATA_DIR, MANIFEST, build_course_cnn, file_sha256,
-                     predict_logits)
+from .models import CUE_CLASS, DATA_DIR, MANIFEST, build_course_cnn, file_sha256, predict_logits
 from .setup import setup
 
 TRAIN_SEED, VAL_SEED, TEST_SEED = 1, 2, 2024  # the test seed is used for nothing else

@@ -1,0 +1,47 @@
+"""The two ways to install the course name the same packages with the same ranges."""
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pyproject_requirements() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
+
+
+def _environment_pip_requirements() -> set[str]:
+    lines = (ROOT / "environment.yml").read_text().splitlines()
+    start = lines.index("  - pip:") + 1
+    reqs = {re.sub(r'^\s*- "?|"?\s*$', "", line) for line in lines[start:] if line.strip()}
+    return {r for r in reqs if not r.startswith("-e ")}
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~ \[]", requirement, maxsplit=1)[0].lower()
+
+
+def test_environment_and_pyproject_name_the_same_packages():
+    assert {_name(r) for r in _environment_pip_requirements()} == \
+        {_name(r) for r in _pyproject_requirements()}
+
+
+def test_environment_and_pyproject_give_the_same_ranges():
+    assert _environment_pip_requirements() == _pyproject_requirements()
+
+
+def test_environment_uses_python_311_and_installs_this_package():
+    text = (ROOT / "environment.yml").read_text()
+    assert "python=3.11" in text
+    assert '"-e .[test]"' in text
+
+
+def test_ci_runs_the_readme_test_command():
+    assert "make test" in (ROOT / "README.md").read_text()
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_alibi_imports_after_the_install():
+    from alibi.explainers import AnchorImage  # noqa: F401  (needs click, transformers<5)
