@@ -37,19 +37,21 @@ CUE_CLASS = "star"
 def build_course_cnn(n_classes: int = 6, input_shape=(64, 64, 3), name: str = "shapes_cnn"):
     """The course CNN: four conv blocks, global average pooling, logits, softmax.
 
-    conv1-conv3 (16, 32, 64 filters) are each followed by 2×2 max pooling; conv4 (128 filters)
-    keeps 8×8 maps for CAM and Grad-CAM. ``gap`` averages each map to one number, ``logits`` is a
-    dense layer with no activation (the pre-softmax scores), and ``probs`` is a separate softmax
-    layer, so the logits are reachable by name.
+    conv1-conv3 (16, 32, 64 filters, ReLU, He initialisation) are each followed by 2×2 max
+    pooling; conv4 (128 filters) keeps 8×8 maps for CAM and Grad-CAM. ``gap`` averages each map
+    to one number, ``logits`` is a dense layer with no activation (the pre-softmax scores), and
+    ``probs`` is a separate softmax layer, so the logits are reachable by name.
     """
     from keras import layers
 
     inputs = keras.Input(input_shape, name="image")
     x = inputs
     for i, filters in enumerate((16, 32, 64), start=1):
-        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i}")(x)
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu",
+                          kernel_initializer="he_normal", name=f"conv{i}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
-    x = layers.Conv2D(128, 3, padding="same", activation="relu", name="conv4")(x)
+    x = layers.Conv2D(128, 3, padding="same", activation="relu", kernel_initializer="he_normal",
+                      name="conv4")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     logits = layers.Dense(n_classes, name="logits")(x)
     probs = layers.Softmax(name="probs")(logits)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sys
 import warnings
 
 import numpy as np
 
 # Quiet TensorFlow's C++ logs and the oneDNN notice. These variables are read when TensorFlow is
 # first imported, so they are set when course_utils is imported, before anything imports TF.
+# oneDNN is turned off too: its kernels may sum in a different order from run to run.
+_TF_IMPORTED_FIRST = "tensorflow" in sys.modules
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -58,3 +61,6 @@ def setup(seed: int = 0, *, deterministic: bool = True) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     mpl.rcParams.update(mpl.rcParamsDefault)
     mpl.rcParams.update(PLOT_STYLE)
+    if _TF_IMPORTED_FIRST:
+        print("Note: TensorFlow was imported before course_utils, so its start-up logs could not "
+              "be silenced. Put `import course_utils as cu` before `import tensorflow`.")
