@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
-# Extra JupyterLab options, e.g. make course JUPYTER_ARGS="--no-browser --port 8899"
-JUPYTER_ARGS ?=
+# Extra JupyterLab options, e.g. make course JUPYTER_ARGS="--no-browser --port 8899".
+# JupyterLab refuses to start as root (containers, CI) unless told that is intended.
+JUPYTER_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 course: $(STAMP)
 	$(BIN)/jupyter lab notebooks/ $(JUPYTER_ARGS)
 

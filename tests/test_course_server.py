@@ -2,6 +2,7 @@
 localhost and lists every notebook."""
 
 import json
+import os
 import secrets
 import socket
 import subprocess
@@ -22,10 +23,12 @@ def _free_port() -> int:
 def test_jupyterlab_serves_the_notebooks(tmp_path):
     port, token = _free_port(), secrets.token_hex(8)
     jupyter = Path(sys.executable).parent / "jupyter"
+    as_root = ["--allow-root"] if os.geteuid() == 0 else []          # as the Makefile does
     server = subprocess.Popen(
         [str(jupyter), "lab", "notebooks/", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.runtime_dir={tmp_path}"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         f"--IdentityProvider.token={token}", *as_root],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)})
     url = f"http://127.0.0.1:{port}/api/contents?token={token}"
     try:
         deadline, listing = time.monotonic() + 90, None

@@ -1,0 +1,330 @@
+"""Class activation maps: *where* in the image is the evidence for a class?
+
+- :func:`cam`: CAM (Zhou et al. 2016), for a model that ends with global average pooling and one
+  dense layer: the feature maps of the last conv layer, weighted by that dense layer's weights.
+- :func:`grad_cam`: Grad-CAM (Selvaraju et al. 2017), for any layer with feature maps: the
+  weights are the spatially averaged gradients of the class logit. For a GAP + dense model, at
+  the last conv layer, it is CAM up to a positive factor.
+- :func:`guided_grad_cam`: guided backpropagation times the upsampled Grad-CAM map.
+- :func:`hires_cam`: HiResCAM (Draelos & Carin 2020): gradient times feature map at every
+  position, without Grad-CAM's average (notebook 03 shows where the two differ).
+
+Every map is computed from the logits (pre-softmax), returned at image resolution (N, H, W) by
+default, or at the layer's resolution (N, h, w) with ``upsample=False``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .errors import CourseError
+from .gradients import (
+    BATCH_SIZE,
+    TARGET_SPEC,
+    UNIT_RANGE,
+    cached,
+    class_score,
+    guided_backprop,
+    image_spec,
+    in_batches,
+    prepare,
+    reduce_channels,
+    resolve_targets,
+)
+from .models import check_layer_name, conv_layer_names, feature_model
+
+# --- which layer ------------------------------------------------------------------------------
+
+
+def last_conv_layer(model) -> str:
+    """The name of the model's last convolution layer (nested models included)."""
+    names = conv_layer_names(model)
+    if not names:
+        raise CourseError("This model has no convolutional layer, so there are no feature maps "
+                          "to weight; use a gradient method (cu.gradients.saliency) instead.")
+    return names[-1]
+
+
+def feature_map_layer(model, layer: str | None) -> str:
+    """Check ``layer`` (default: the last conv layer) and return its name.
+
+    A layer qualifies when its output is a stack of feature maps (N, h, w, channels): a
+    convolution, or a pooling, normalisation or activation layer right after one (MobileNetV2's
+    ``"out_relu"``, say).
+    """
+    if layer is None:
+        return last_conv_layer(model)
+    if not isinstance(layer, str):
+        raise CourseError(f"layer must be a layer's name (a string); got {layer!r}.")
+    check_layer_name(model, layer)
+    shape = cached(model, ("output shape", layer),
+                   lambda: tuple(feature_model(model, layer).outputs[0].shape))
+    if len(shape) != 4:
+        raise CourseError(
+            f"Grad-CAM needs a convolutional layer, whose output is a stack of feature maps "
+            f"(N, h, w, channels); {layer!r} outputs {shape}. This model's convolutional "
+            f"layers are: {', '.join(conv_layer_names(model))}.")
+    return layer
+
+
+# --- CAM: global average pooling, then one dense layer ---------------------------------------
+
+
+def _top_level_chain(model, count: int) -> list:
+    """The model's last ``count`` top-level layers, output first, following first inputs."""
+    if isinstance(model, keras.Sequential):
+        return model.layers[::-1][:count]
+    chain, tensor = [], model.outputs[0]
+    while len(chain) < count:
+        layer, node_index, _ = tensor._keras_history
+        if isinstance(layer, keras.layers.InputLayer):
+            break
+        chain.append(layer)
+        inputs = layer._inbound_nodes[node_index].input_tensors
+        if not inputs:
+            break
+        tensor = inputs[0]
+    return chain
+
+
+def _last_layers(model, count: int = 6) -> list:
+    """The model's last few layers, output first; a nested model is replaced by its layers."""
+    chain = []
+    for layer in _top_level_chain(model, count):
+        chain.extend(_last_layers(layer, count) if isinstance(layer, keras.Model) else [layer])
+    return chain[:count]
+
+
+def _is_softmax(layer) -> bool:
+    return isinstance(layer, keras.layers.Softmax) or (
+        isinstance(layer, keras.layers.Activation)
+        and getattr(layer.activation, "__name__", "") == "softmax")
+
+
+def cam_head(model) -> tuple[str, keras.layers.Dense]:
+    """The parts CAM needs: the layer whose feature maps are pooled, and the dense layer.
+
+    Accepts [feature maps] -> GlobalAveragePooling2D -> (Dropout) -> Dense -> (Softmax).
+
+    Returns:
+        (name of the layer before the pooling, the Dense layer).
+
+    Raises:
+        CourseError: for any other head, suggesting Grad-CAM.
+    """
+    chain = _last_layers(model)
+    rest = [layer for layer in chain if not isinstance(layer, keras.layers.Dropout)]
+    if rest and _is_softmax(rest[0]):
+        rest = rest[1:]
+    if (len(rest) >= 3 and isinstance(rest[0], keras.layers.Dense)
+            and getattr(rest[0].activation, "__name__", "") in ("linear", "softmax")
+            and isinstance(rest[1], keras.layers.GlobalAveragePooling2D)
+            and not rest[1].keepdims):
+        return rest[2].name, rest[0]
+    ending = " -> ".join(layer.name for layer in chain[::-1])
+    raise CourseError(
+        "CAM needs a model that ends with global average pooling and one dense layer (the dense "
+        f"weights are the CAM weights); this model ends with {ending}. Grad-CAM works with any "
+        "head: cu.cam.grad_cam(model, images).")
+
+
+def _finish(maps: tf.Tensor, relu: bool, size) -> tf.Tensor:
+    """ReLU (optional) and bilinear upsampling to ``size`` (or None to keep the layer's)."""
+    if relu:
+        maps = tf.nn.relu(maps)
+    if size is not None:
+        maps = tf.image.resize(maps[..., None], size, method="bilinear")[..., 0]
+    return maps
+
+
+def _output_size(images: np.ndarray, upsample: bool):
+    return tuple(images.shape[1:3]) if upsample else None
+
+
+def _cam_function(model, relu: bool, size):
+    layer, dense = cam_head(model)
+    view = feature_model(model, layer)
+
+    @tf.function(input_signature=[image_spec(model), TARGET_SPEC])
+    def class_activation_map(x, target):
+        maps, logits = view(x, training=False)                             # (N, h, w, K)
+        target = tf.where(target < 0, tf.argmax(logits, -1, output_type=tf.int32), target)
+        weights = tf.gather(tf.transpose(dense.kernel), target)            # (N, K)
+        return _finish(tf.einsum("nhwk,nk->nhw", maps, weights), relu, size)
+
+    return class_activation_map
+
+
+def cam(model, images, target=None, *, relu: bool = False, upsample: bool = True,
+        batch_size: int = BATCH_SIZE, value_range=UNIT_RANGE) -> np.ndarray:
+    """Class activation map (Zhou et al. 2016).
+
+    For a model whose class score is S_c = sum_k w_k^c * mean_ij A_k(i, j) + b_c (global average
+    pooling of the feature maps A_k, then a dense layer), the map is
+    M_c(i, j) = sum_k w_k^c A_k(i, j): its mean over positions, plus b_c, is S_c.
+
+    Args:
+        model: a Keras classifier ending with global average pooling and one dense layer.
+        images: float32 (N, H, W, C) or one image (H, W, C), in the model's input range.
+        target: None (the predicted class), one class index, or one per image.
+        relu: keep only the positive evidence (the paper keeps the sign; Grad-CAM applies it).
+        upsample: return maps at image resolution (N, H, W), bilinear; else (N, h, w).
+        batch_size: images per forward pass.
+        value_range: the range the images must lie in, or None.
+
+    Returns:
+        float32 (N, H, W) maps, not normalised.
+
+    Raises:
+        CourseError: bad input, or a model with another head (use :func:`grad_cam`).
+    """
+    x, t = prepare(model, images, target, value_range)
+    size = _output_size(x, upsample)
+    fn = cached(model, ("cam", relu, size), lambda: _cam_function(model, relu, size))
+    return in_batches(fn, x, t, batch_size)
+
+
+# --- Grad-CAM and HiResCAM: weights from gradients ---------------------------------------------
+
+
+def _gradient_cam_function(model, layer: str, average: bool, relu: bool, size):
+    view = feature_model(model, layer)
+
+    @tf.function(input_signature=[image_spec(model), TARGET_SPEC])
+    def gradient_cam(x, target):
+        with tf.GradientTape() as tape:
+            tape.watch(x)                                 # so that frozen models work too
+            maps, logits = view(x, training=False)        # (N, h, w, K), (N, classes)
+            scores = class_score(logits, target)
+        grads = tape.gradient(scores, maps)               # dS_c / dA_k(i, j)
+        if average:                                       # Grad-CAM: one weight per channel
+            grads = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        return _finish(tf.reduce_sum(grads * maps, axis=-1), relu, size)
+
+    return gradient_cam
+
+
+def _gradient_cam(model, images, target, layer, average, relu, upsample, batch_size,
+                  value_range) -> np.ndarray:
+    x, t = prepare(model, images, target, value_range)
+    layer = feature_map_layer(model, layer)
+    size = _output_size(x, upsample)
+    key = ("gradient_cam", layer, average, relu, size)
+    fn = cached(model, key, lambda: _gradient_cam_function(model, layer, average, relu, size))
+    return in_batches(fn, x, t, batch_size)
+
+
+def grad_cam(model, images, target=None, *, layer: str | None = None, relu: bool = True,
+             upsample: bool = True, batch_size: int = BATCH_SIZE,
+             value_range=UNIT_RANGE) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al. 2017).
+
+    alpha_k^c = mean over (i, j) of dS_c / dA_k(i, j)   (one weight per feature map A_k)
+    L_c(i, j) = ReLU( sum_k alpha_k^c A_k(i, j) )
+
+    Args:
+        model: any Keras image classifier with a convolutional layer (not changed).
+        images: float32 (N, H, W, C) or one image (H, W, C), in the model's input range.
+        target: None (the predicted class), one class index, or one per image.
+        layer: the name of a layer with feature maps (default: the last conv layer).
+        relu: apply the ReLU (the paper does; False shows the negative evidence too).
+        upsample: return maps at image resolution (N, H, W), bilinear; else (N, h, w).
+        batch_size: images per pass.
+        value_range: the range the images must lie in, or None.
+
+    Returns:
+        float32 (N, H, W) maps, not normalised.
+    """
+    return _gradient_cam(model, images, target, layer, True, relu, upsample, batch_size,
+                         value_range)
+
+
+def hires_cam(model, images, target=None, *, layer: str | None = None, relu: bool = True,
+              upsample: bool = True, batch_size: int = BATCH_SIZE,
+              value_range=UNIT_RANGE) -> np.ndarray:
+    """HiResCAM (Draelos & Carin 2020): Grad-CAM without the average over positions.
+
+    L_c(i, j) = ReLU( sum_k dS_c/dA_k(i, j) * A_k(i, j) )
+
+    Where the gradient is the same at every position (global average pooling right after the
+    layer) it equals Grad-CAM; elsewhere it keeps where each gradient was. Same arguments and
+    result as :func:`grad_cam`.
+    """
+    return _gradient_cam(model, images, target, layer, False, relu, upsample, batch_size,
+                         value_range)
+
+
+def guided_grad_cam(model, images, target=None, *, layer: str | None = None,
+                    reduce: str = "max_abs", batch_size: int = BATCH_SIZE,
+                    value_range=UNIT_RANGE) -> np.ndarray:
+    """Guided Grad-CAM (Selvaraju et al. 2017): guided backprop times the Grad-CAM map.
+
+    Guided backpropagation gives fine detail but is hardly class-specific; the upsampled Grad-CAM
+    map is class-specific but coarse. Their pixel-wise product has both.
+
+    Args:
+        model, images, target, layer, batch_size, value_range: as :func:`grad_cam`.
+        reduce: how to combine colour channels, see
+            :func:`course_utils.gradients.reduce_channels` (``"none"``: (N, H, W, C)).
+
+    Returns:
+        float32 (N, H, W) maps (or (N, H, W, C)), not normalised.
+    """
+    x, t = prepare(model, images, target, value_range)
+    t = resolve_targets(model, x, t)                        # the same class for both maps
+    guided = guided_backprop(model, x, t, reduce="none", batch_size=batch_size,
+                             value_range=value_range)
+    coarse = grad_cam(model, x, t, layer=layer, batch_size=batch_size, value_range=value_range)
+    return reduce_channels(guided * coarse[..., None], reduce)
+
+
+# --- exercise -----------------------------------------------------------------------------------
+
+
+def _reference_grad_cam(feature_maps: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    weights = grads.mean(axis=(0, 1))                       # (K,)
+    return np.maximum((feature_maps * weights).sum(axis=-1), 0)
+
+
+def check_grad_cam_exercise(my_grad_cam: Callable) -> None:
+    """Self-check for notebook 03: ``my_grad_cam(feature_maps, gradients)`` with both (h, w, K)
+    must return the Grad-CAM map (h, w). Prints "correct" or "not yet: <hint>"."""
+    rng = np.random.default_rng(3)
+    maps = np.maximum(rng.normal(size=(6, 5, 4)), 0).astype(np.float32)
+    grads = (rng.normal(size=(6, 5, 4)) + rng.normal(size=4)).astype(np.float32)
+    try:
+        got = my_grad_cam(maps.copy(), grads.copy())
+    except Exception as e:  # a student's bug: report it, do not crash the notebook
+        print(f"not yet: your function raised {type(e).__name__}: {e}")
+        return
+    print(_grad_cam_verdict(got, maps, grads))
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and np.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _grad_cam_verdict(got, maps: np.ndarray, grads: np.ndarray) -> str:
+    want = _reference_grad_cam(maps, grads)
+    if got is None:
+        return "not yet: your function returns None; return the map, shape (h, w)."
+    got = np.asarray(got, np.float32)
+    if got.shape != want.shape:
+        return (f"not yet: the map has one value per position, shape {want.shape}; yours is "
+                f"{got.shape}. Sum the weighted feature maps over the channel axis (-1).")
+    if _close(got, want):
+        return "correct"
+    if _close(got, (maps * grads.mean(axis=(0, 1))).sum(-1)):
+        return "not yet: keep only the positive evidence: apply a ReLU (np.maximum(m, 0))."
+    if _close(got, np.maximum((maps * grads).sum(-1), 0)):
+        return ("not yet: that is HiResCAM (gradient times feature map at each position); "
+                "Grad-CAM first averages each channel's gradient over the positions.")
+    if _close(got, want * maps.shape[0] * maps.shape[1]):
+        return "not yet: average the gradients over the positions (mean, not sum)."
+    return ("not yet: weight each feature map A_k by the mean of its gradient over (i, j), sum "
+            "over k, then apply a ReLU.")
+
