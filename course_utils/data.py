@@ -287,13 +287,15 @@ def _render(rng, out: Shapes, part: slice, with_cue, distractor: bool) -> None:
         images[i][box] = pattern
         cue_masks[i][box] = True
 
-    # Pixel noise, uniform with standard deviation sigma (much faster to draw than Gaussian).
+    # Pixel noise, uniform with standard deviation sigma (much faster to draw than Gaussian),
+    # drawn straight into the output to spare a large temporary array; then clip to [0, 1].
     sigma = rng.uniform(0.02, 0.07, (n, 1, 1, 1)).astype(np.float32)
-    noise = rng.random(images.shape, dtype=np.float32)
-    noise -= np.float32(0.5)
-    noise *= sigma * np.float32(np.sqrt(12))
-    images += noise
-    np.minimum(np.maximum(images, np.float32(0), out=images), np.float32(1), out=out.images[part])
+    final = out.images[part]
+    rng.random(dtype=np.float32, out=final)
+    final -= np.float32(0.5)
+    final *= sigma * np.float32(np.sqrt(12))
+    final += images
+    np.minimum(np.maximum(final, np.float32(0), out=final), np.float32(1), out=final)
 
 
 # --- real photos ------------------------------------------------------------------------------

@@ -1,0 +1,513 @@
+"""The deconvnet: project one unit of a CNN back to pixel space (Zeiler & Fergus 2014).
+
+Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks" (ECCV 2014), attach a
+"deconvnet" to a trained CNN to see what a unit responds to:
+
+1. run the image forward up to the unit's layer, recording each max pooling's *switches* (where
+   each maximum came from);
+2. keep the unit's activation and set every other activation of that layer to zero;
+3. go back down, layer by layer: un-ReLU (keep the positive part of the signal), a transposed
+   convolution with the layer's own kernel, and unpooling with the recorded switches, down to
+   the pixels.
+
+Each step is one of notebook 07's (``course_utils.deconv``). A transposed convolution is the
+gradient of a convolution with respect to its input, and unpooling with switches is the gradient
+of max pooling, so the projection is the gradient of the unit with one change: at every ReLU the
+deconvnet rule ``max(signal, 0)`` replaces ordinary backpropagation. ``rule="vanilla"`` and
+``rule="guided"`` swap in the other two ReLU rules, and give the plain gradient and guided
+backpropagation of the same unit (notebook 08 and the tests check both routes agree).
+
+The projection handles the layers of the course CNN: ``InputLayer``, ``Conv2D`` with a ReLU (or no)
+activation and ``MaxPooling2D`` with non-overlapping windows, in a single chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
+import tensorflow as tf
+
+from . import deconv
+from .checks import as_image_batch
+from .errors import CourseError
+from .gradients import backprop_model, pre_activation, reduce_channels
+from .models import check_layer_name, conv_layer_names
+
+RULES = {"deconvnet": deconv.deconvnet_relu_backward,   # Zeiler & Fergus: positive signal
+         "guided": deconv.guided_relu_backward,         # Springenberg et al.: both
+         "vanilla": deconv.relu_backward}               # backpropagation: positive input
+
+
+@dataclass(frozen=True)
+class Step:
+    """What the forward pass records at one layer, for the way back.
+
+    Attributes:
+        layer: the Keras layer (Conv2D or MaxPooling2D).
+        input_shape: (N, H, W, C) of the layer's input: the shape the way back returns to.
+        pre_activation: for a Conv2D, its output before the ReLU, z (the vanilla and guided
+            rules look at it); None for a pooling layer.
+        switches: for a MaxPooling2D, where each maximum came from (indices into the flattened
+            input, see :func:`course_utils.deconv.max_pool_with_switches`); None for a Conv2D.
+    """
+
+    layer: keras.layers.Layer
+    input_shape: tuple[int, ...]
+    pre_activation: np.ndarray | None = None
+    switches: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Units:
+    """One unit per image: its channel, position and activation, each an array of shape (N,)."""
+
+    channel: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+    value: np.ndarray
+
+
+# --- the layers the deconvnet handles ------------------------------------------------------------
+
+
+def _relu_or_linear(layer) -> bool:
+    return getattr(layer.activation, "__name__", "") in ("relu", "linear")
+
+
+def _check_handled(layer, model) -> None:
+    """Raise a CourseError unless the deconvnet knows how to go back through ``layer``."""
+    if isinstance(layer, keras.layers.InputLayer):
+        return
+    if isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D:
+        if not _relu_or_linear(layer):
+            raise CourseError(f"Layer {layer.name!r} has the activation "
+                              f"{layer.activation.__name__!r}; the deconvnet's un-ReLU only "
+                              "undoes a ReLU (or no activation).")
+        if max(layer.dilation_rate) > 1 or layer.groups > 1 or \
+                layer.data_format != "channels_last":
+            raise CourseError(f"Layer {layer.name!r} is dilated, grouped or channels-first; the "
+                              "course's deconvnet handles plain channels-last convolutions.")
+        return
+    if isinstance(layer, keras.layers.MaxPooling2D):
+        size, strides = layer.pool_size, layer.strides
+        if size[0] != size[1] or tuple(strides) != tuple(size) or layer.padding != "valid":
+            raise CourseError(f"Pooling layer {layer.name!r} has pool_size {size}, strides "
+                              f"{strides} and padding {layer.padding!r}; unpooling with switches "
+                              "here needs square windows that do not overlap (strides = "
+                              "pool_size) and 'valid' padding.")
+        return
+    raise CourseError(f"The deconvnet goes back through Conv2D (ReLU), MaxPooling2D and the "
+                      f"input only; layer {layer.name!r} is a {type(layer).__name__}. Project "
+                      f"from one of: {', '.join(conv_layer_names(model))}.")
+
+
+def layers_up_to(model, layer: str) -> list:
+    """The model's layers from the input up to ``layer`` included, checked one by one.
+
+    Args:
+        model: a Keras model whose layers form a single chain (as the course CNN).
+        layer: the name of a Conv2D or MaxPooling2D layer.
+
+    Returns:
+        The list of Keras layers, input first.
+
+    Raises:
+        CourseError: an unknown layer, a layer type the deconvnet does not handle (on the way or
+            as the target), or a model that is not a single chain up to ``layer``.
+    """
+    check_layer_name(model, layer)
+    chain = []
+    for current in model.layers:
+        _check_handled(current, model)
+        if chain and not isinstance(model, keras.Sequential) and \
+                current.input is not chain[-1].output:
+            raise CourseError(f"Layer {current.name!r} does not take the output of "
+                              f"{chain[-1].name!r}; the deconvnet needs a single chain of layers.")
+        chain.append(current)
+        if current.name == layer:
+            break
+    if isinstance(chain[-1], keras.layers.InputLayer):
+        raise CourseError(f"{layer!r} is the input; project from a convolution or pooling layer: "
+                          f"{', '.join(conv_layer_names(model))}.")
+    return chain
+
+
+# --- the forward pass, recording what the way back needs -----------------------------------------
+
+
+def forward_with_switches(model, images, layer: str) -> tuple[np.ndarray, list[Step]]:
+    """Run the images forward up to ``layer``, recording each layer's input shape, each Conv2D's
+    pre-activation and each max pooling's switches.
+
+    Args:
+        model: the course CNN (or any single chain of Conv2D/ReLU and MaxPooling2D layers).
+        images: float32 (N, H, W, 3) in [0, 1], or one image (H, W, 3).
+        layer: the name of a Conv2D or MaxPooling2D layer.
+
+    Returns:
+        (activations of ``layer``, shape (N, h, w, C); the list of Steps, input side first).
+    """
+    x = as_image_batch(images, model)
+    steps = []
+    for current in layers_up_to(model, layer):
+        if isinstance(current, keras.layers.MaxPooling2D):
+            pooled, switches = deconv.max_pool_with_switches(x, current.pool_size[0])
+            steps.append(Step(current, x.shape, switches=switches))
+            x = pooled
+        elif isinstance(current, keras.layers.Conv2D):
+            z = pre_activation(current, tf.constant(x)).numpy()
+            steps.append(Step(current, x.shape, pre_activation=z))
+            x = np.maximum(z, 0.0) if current.activation.__name__ == "relu" else z
+    return x, steps
+
+
+# --- choosing the unit ---------------------------------------------------------------------------
+
+
+def _per_image(value, n: int, name: str) -> np.ndarray:
+    """One int for every image, or one per image, as an int array (n,)."""
+    arr = np.asarray(value)
+    if arr.ndim == 0:
+        arr = np.full(n, arr)
+    if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
+        raise CourseError(f"{name} must be one integer or one per image ({n}); got {value!r}.")
+    return arr.astype(int)
+
+
+def _check_channels(channels: np.ndarray, activations: np.ndarray, layer: str) -> None:
+    n_channels = activations.shape[-1]
+    bad = channels[(channels < 0) | (channels >= n_channels)]
+    if bad.size:
+        raise CourseError(f"Layer {layer!r} has {n_channels} channels, numbered 0 to "
+                          f"{n_channels - 1}; got channel {bad[0]}.")
+
+
+def strongest_position(activations: np.ndarray, channels: np.ndarray) -> np.ndarray:
+    """Where each image's channel is most active.
+
+    Args:
+        activations: (N, h, w, C).
+        channels: (N,) one channel per image.
+
+    Returns:
+        int array (N, 2): (row, column) of the largest activation (the first one, if tied).
+    """
+    maps = activations[np.arange(len(activations)), :, :, channels]          # (N, h, w)
+    flat = maps.reshape(len(maps), -1).argmax(axis=1)
+    return np.stack(np.unravel_index(flat, maps.shape[1:]), axis=1)
+
+
+def _positions(position, activations: np.ndarray, channels: np.ndarray, layer: str):
+    if position is None:
+        return strongest_position(activations, channels)
+    pos = np.asarray(position)
+    pos = np.broadcast_to(pos, (len(activations), 2)) if pos.shape == (2,) else pos
+    h, w = activations.shape[1:3]
+    if pos.shape != (len(activations), 2) or not np.issubdtype(pos.dtype, np.integer) or \
+            (pos < 0).any() or (pos[:, 0] >= h).any() or (pos[:, 1] >= w).any():
+        raise CourseError(f"position must be (row, column) inside the {h}×{w} maps of layer "
+                          f"{layer!r} (rows 0 to {h - 1}, columns 0 to {w - 1}), one for all "
+                          f"images or one per image; got {np.asarray(position).tolist()}.")
+    return pos.astype(int)
+
+
+def keep_one_unit(activations: np.ndarray, channels, positions, signal="activation") -> np.ndarray:
+    """Zero every activation except one unit per image.
+
+    Args:
+        activations: (N, h, w, C).
+        channels: (N,) the kept unit's channel in each image.
+        positions: (N, 2) its (row, column).
+        signal: ``"activation"`` keeps the unit's own value (Zeiler & Fergus); a number puts that
+            number there instead (1.0 gives the gradient of the unit).
+
+    Returns:
+        float32 (N, h, w, C), zero except at the N kept units.
+    """
+    n = np.arange(len(activations))
+    kept = np.zeros_like(activations, dtype=np.float32)
+    index = (n, positions[:, 0], positions[:, 1], channels)
+    kept[index] = activations[index] if signal == "activation" else float(signal)
+    return kept
+
+
+# --- the way back --------------------------------------------------------------------------------
+
+
+def transposed_conv(signal: np.ndarray, step: Step) -> np.ndarray:
+    """Send a signal back through a Conv2D: ``tf.nn.conv2d_transpose`` with the layer's own kernel,
+    strides and padding, to the shape of the layer's input (the gradient of the convolution with
+    respect to its input; the bias plays no part).
+
+    Args:
+        signal: (N, h, w, filters), in the layer's output space.
+        step: the layer's Step.
+
+    Returns:
+        float32 (N, H, W, channels in), in the layer's input space.
+    """
+    layer = step.layer
+    return tf.nn.conv2d_transpose(signal, layer.kernel, step.input_shape, layer.strides,
+                                  layer.padding.upper()).numpy()
+
+
+def backward(signal: np.ndarray, steps: list[Step], rule: str = "deconvnet") -> np.ndarray:
+    """Go back down from a layer's output space to the pixels.
+
+    For each recorded step, last first: a pooling layer unpools with its switches; a Conv2D
+    applies the ReLU ``rule`` (un-ReLU for the deconvnet), then its transposed convolution.
+
+    Args:
+        signal: (N, h, w, C), in the output space of the last step's layer.
+        steps: from :func:`forward_with_switches`.
+        rule: ``"deconvnet"``, ``"guided"`` or ``"vanilla"``.
+
+    Returns:
+        float32 (N, H, W, 3), in pixel space.
+    """
+    for step in reversed(steps):
+        if step.switches is not None:
+            signal = deconv.unpool(signal, step.switches, step.input_shape)
+        else:
+            if step.layer.activation.__name__ == "relu":
+                signal = RULES[rule](signal, step.pre_activation).astype(np.float32)
+            signal = transposed_conv(signal, step)
+    return signal.astype(np.float32)
+
+
+def _check_rule(rule: str) -> None:
+    if rule not in RULES:
+        raise CourseError(f"rule must be one of {', '.join(map(repr, RULES))}; got {rule!r}.")
+
+
+def project(model, images, layer: str, channel, *, position=None, rule: str = "deconvnet",
+            signal="activation", reduce: str = "none") -> np.ndarray:
+    """Project one unit of ``layer`` back to pixel space with a deconvnet (Zeiler & Fergus 2014).
+
+    The images go forward to ``layer`` (switches recorded); in each image one unit of
+    ``channel`` is kept (its strongest, or the one at ``position``) and all other activations
+    of the layer are set to zero; the signal then goes back down through un-ReLU, transposed
+    convolutions and unpooling with the switches.
+
+    Args:
+        model: the course CNN (a chain of Conv2D with ReLU and 2×2 MaxPooling2D layers).
+        images: float32 (N, H, W, 3) in [0, 1], or one image (H, W, 3).
+        layer: the name of a Conv2D (e.g. ``"conv3"``) or MaxPooling2D layer.
+        channel: the unit's channel, one int for all images or one per image.
+        position: None for the strongest unit of the channel in each image, or (row, column),
+            one for all images or an array (N, 2).
+        rule: the way back through each ReLU: ``"deconvnet"`` (un-ReLU), ``"guided"`` or
+            ``"vanilla"`` (backpropagation).
+        signal: ``"activation"`` (start from the unit's value, as the paper) or a number (1.0
+            gives exactly the gradient of the unit under ``rule``).
+        reduce: ``"none"`` for the signed (N, H, W, 3) projection, or ``"max_abs"``/``"sum"``/
+            ``"abs"`` (see :func:`course_utils.gradients.reduce_channels`).
+
+    Returns:
+        float32 (N, H, W, 3) projections, or (N, H, W) maps when reduced.
+
+    Raises:
+        CourseError: an unknown layer, a layer type it does not handle, a channel or position out
+            of range, an unknown rule, or images that do not fit the model.
+    """
+    _check_rule(rule)
+    if not (signal == "activation" or isinstance(signal, int | float | np.number)):
+        raise CourseError(f"signal must be 'activation' or a number such as 1.0; got {signal!r}.")
+    activations, steps = forward_with_switches(model, images, layer)
+    channels = _per_image(channel, len(activations), "channel")
+    _check_channels(channels, activations, layer)
+    positions = _positions(position, activations, channels, layer)
+    top = keep_one_unit(activations, channels, positions, signal)
+    return reduce_channels(backward(top, steps, rule), reduce)
+
+
+# --- the strongest units, receptive fields --------------------------------------------------------
+
+
+def strongest_units(model, images, layer: str) -> Units:
+    """In each image, the unit of ``layer`` with the largest activation, over all channels and
+    positions (the first one, if tied).
+
+    Args:
+        model: the course CNN.
+        images: float32 (N, H, W, 3) in [0, 1], or one image.
+        layer: the name of a Conv2D or MaxPooling2D layer.
+
+    Returns:
+        Units, each field of shape (N,).
+    """
+    acts, _ = forward_with_switches(model, images, layer)
+    n, h, w, c = acts.shape
+    flat = acts.reshape(n, -1).argmax(axis=1)
+    row, col, channel = np.unravel_index(flat, (h, w, c))
+    return Units(channel, row, col, acts.reshape(n, -1)[np.arange(n), flat])
+
+
+def _same_padding(n: int, kernel: int, stride: int) -> int:
+    """Rows (or columns) TensorFlow's "same" padding adds before the input."""
+    out = -(-n // stride)
+    return max((out - 1) * stride + kernel - n, 0) // 2
+
+
+def receptive_field(model, layer: str, row: int, col: int) -> tuple[int, int, int, int]:
+    """The pixels a unit of ``layer`` can see: (top, left, bottom, right), bottom and right
+    excluded, clipped to the image.
+
+    Going up, each layer with kernel k and stride s widens the field by (k - 1) times the
+    distance between neighbouring units below it, and multiplies that distance by s.
+
+    Args:
+        model: the course CNN.
+        layer: a Conv2D or MaxPooling2D layer's name.
+        row, col: the unit's position in the layer's maps.
+    """
+    chain = [c for c in layers_up_to(model, layer) if not isinstance(c, keras.layers.InputLayer)]
+    h, w = chain[-1].output.shape[1:3]
+    if not (0 <= row < h and 0 <= col < w):
+        raise CourseError(f"({row}, {col}) is outside the {h}×{w} maps of layer {layer!r}.")
+    size, jump, start = 1, 1, np.zeros(2)                 # field side, unit spacing, first pixel
+    height, width = model.input_shape[1:3]
+    for current in chain:
+        if isinstance(current, keras.layers.MaxPooling2D):
+            k, s, pad = current.pool_size[0], current.strides[0], 0
+        else:
+            k, s = current.kernel_size[0], current.strides[0]
+            n_in = current.input.shape[1]
+            pad = _same_padding(n_in, k, s) if current.padding == "same" else 0
+        start, size, jump = start - pad * jump, size + (k - 1) * jump, jump * s
+    top, left = int(start[0] + row * jump), int(start[1] + col * jump)
+    return max(top, 0), max(left, 0), min(top + size, height), min(left + size, width)
+
+
+# --- display -------------------------------------------------------------------------------------
+
+
+def to_rgb(projection: np.ndarray) -> np.ndarray:
+    """A signed projection (H, W, 3) as an image for display: 0 is mid grey, and the largest
+    absolute value goes to 0 or 1 (all channels scaled alike, so colours keep their sign)."""
+    peak = np.abs(projection).max()
+    return 0.5 + 0.5 * projection / peak if peak > 0 else np.full_like(projection, 0.5)
+
+
+def _box(ax, field, colour: str) -> None:
+    top, left, bottom, right = field
+    ax.add_patch(plt.Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False,
+                               ec=colour, lw=1.5))
+
+
+LAYER_COLOURS = ("red", "orange", "cyan", "magenta", "lime", "yellow")
+
+
+def strongest_units_figure(model, images, layers: list[str], titles=None, *, size: float = 1.15):
+    """For each image (one row): the image with each layer's field boxed; then, for each layer,
+    the image patch its strongest unit sees and that unit's deconvnet projection in the patch.
+
+    Args:
+        model: the course CNN.
+        images: float32 (N, H, W, 3) in [0, 1].
+        layers: conv or pool layer names, e.g. ``["conv1", "conv2", "conv3", "conv4"]``.
+        titles: one label per image (e.g. its class), or None.
+
+    Returns:
+        The figure.
+    """
+    x = as_image_batch(images, model)
+    fig, axes = plt.subplots(len(x), 1 + 2 * len(layers), squeeze=False,
+                             figsize=(size * (1 + 2 * len(layers)), size * len(x) + 0.5))
+    for j, name in enumerate(layers):
+        units = strongest_units(model, x, name)
+        proj = project(model, x, name, units.channel, position=np.stack([units.row, units.col], 1))
+        for i in range(len(x)):
+            field = receptive_field(model, name, units.row[i], units.col[i])
+            top, left, bottom, right = field
+            _box(axes[i, 0], field, LAYER_COLOURS[j % len(LAYER_COLOURS)])
+            axes[i, 1 + 2 * j].imshow(x[i, top:bottom, left:right])
+            axes[i, 2 + 2 * j].imshow(to_rgb(proj[i])[top:bottom, left:right])
+            axes[i, 1 + 2 * j].set_title(f"{name} ch {units.channel[i]}: patch", fontsize=7,
+                                         color=LAYER_COLOURS[j % len(LAYER_COLOURS)])
+            axes[i, 2 + 2 * j].set_title("projection", fontsize=7)
+    for i in range(len(x)):
+        axes[i, 0].imshow(x[i])
+        axes[i, 0].set_title(titles[i] if titles is not None else "image", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+# --- the second route: the gradient of the unit ---------------------------------------------------
+
+
+def unit_gradient(model, images, layer: str, channel, *, position=None,
+                  rule: str = "deconvnet") -> np.ndarray:
+    """The gradient of one unit of ``layer`` with respect to the pixels, by TensorFlow's autodiff,
+    with every ReLU backpropagating by ``rule`` (:func:`course_utils.gradients.backprop_model`).
+
+    The same unit as :func:`project` (its strongest, or ``position``). With ``signal=1.0``,
+    ``project`` gives the same numbers: the two routes agree.
+
+    Returns:
+        float32 (N, H, W, 3).
+    """
+    _check_rule(rule)
+    activations, _ = forward_with_switches(model, images, layer)
+    channels = _per_image(channel, len(activations), "channel")
+    _check_channels(channels, activations, layer)
+    positions = _positions(position, activations, channels, layer)
+    view = backprop_model(model, rule, layer_names=[layer])
+    x = tf.constant(as_image_batch(images, model))
+    one_hot = keep_one_unit(activations, channels, positions, signal=1.0)   # picks the units
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        units = tf.reduce_sum(view(x, training=False)[0] * one_hot)
+    return tape.gradient(units, x).numpy()
+
+
+def print_agreement(a, b, label: str, tol: float = 1e-5) -> None:
+    """Print whether two projections agree, relative to the larger of the two: the same words on
+    every machine for float32 round-off, a rounded number when they really differ."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = max(np.abs(a).max(), np.abs(b).max(), 1e-30)
+    err = float(np.abs(a - b).max() / scale)
+    verdict = f"below {tol:.0e}: they agree" if err < tol else f"{err:.1g}: they differ"
+    print(f"{label}: largest difference / largest value {verdict}")
+
+
+# --- exercise -------------------------------------------------------------------------------------
+
+
+def check_un_relu_exercise(my_un_relu) -> None:
+    """Self-check for notebook 08: ``my_un_relu(signal, forward_input)`` must apply the
+    deconvnet's un-ReLU rule. Prints "correct" or "not yet: <hint>"."""
+    rng = np.random.default_rng(8)
+    signal, forward_input = rng.normal(size=(2, 4, 4, 3)), rng.normal(size=(2, 4, 4, 3))
+    want = deconv.deconvnet_relu_backward(signal, forward_input)
+    try:
+        got = my_un_relu(signal, forward_input)
+    except Exception as e:  # a student's bug: report it, do not crash the notebook
+        print(f"not yet: your function raised {type(e).__name__}: {e}")
+        return
+    print(_un_relu_verdict(got, want, signal, forward_input))
+
+
+def _un_relu_verdict(got, want, signal, forward_input) -> str:
+    if got is None:
+        return "not yet: your function returns None; return the signal after the un-ReLU."
+    got = np.asarray(got, np.float64)
+    if got.shape != want.shape:
+        return f"not yet: the result should have the signal's shape {want.shape}; got {got.shape}."
+    if np.allclose(got, want):
+        return "correct"
+    if np.allclose(got, deconv.relu_backward(signal, forward_input)):
+        return ("not yet: that is backpropagation's rule, which looks at the forward input. The "
+                "un-ReLU looks only at the signal coming back.")
+    if np.allclose(got, deconv.guided_relu_backward(signal, forward_input)):
+        return ("not yet: that is guided backpropagation (both must be positive). The un-ReLU "
+                "ignores the forward input.")
+    if np.allclose(got, np.maximum(forward_input, 0)):
+        return "not yet: that is the forward ReLU of the input; apply the ReLU to the signal."
+    return "not yet: keep the signal where it is positive and put 0 elsewhere: max(signal, 0)."
