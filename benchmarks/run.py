@@ -60,6 +60,15 @@ ROWS: list[Row] = [
     Row("Grad-CAM", cam.grad_cam),
     Row("HiResCAM", cam.hires_cam),
     Row("guided Grad-CAM", cam.guided_grad_cam, passes=2),
+    Row("occlusion (8/4)", lambda m, x: __import__("course_utils.occlusion").occlusion.occlusion(
+        m, x, patch=8, stride=4), FORWARD, passes=15 * 15 + 1),
+    Row("RISE (n=2000)", lambda m, x: __import__("course_utils.perturbation").perturbation.rise(
+        m, x, n_masks=2000), FORWARD, passes=2000),
+    Row("LIME (n=1000)", lambda m, x: __import__("course_utils.perturbation").perturbation.lime(
+        m, x, n_samples=1000), FORWARD, passes=1000),
+    Row("Anchors (default)",
+        lambda m, x: __import__("course_utils.perturbation").perturbation.anchors(m, x),
+        FORWARD, passes=1000),
 ]
 
 

@@ -1,0 +1,271 @@
+"""Occlusion sensitivity (Zeiler & Fergus 2014): hide part of the image, watch the class score.
+
+A square patch (grey, the image's mean colour, or a blurred copy of the image) slides over the
+image with a given stride. For every position p the occluded image goes through the model and
+gives a score s(p) of the target class:
+
+- ``"probability"``: p_c(occluded), the probability of the class (the lecture's map: *low* where
+  the object is);
+- ``"probability_drop"``: p_c(image) - p_c(occluded);
+- ``"logit_drop"`` (default): S_c(image) - S_c(occluded), the drop of the pre-softmax score
+  (*high* where the object is, like every other map of the course).
+
+The scores form a coarse grid (one cell per patch position); the map at image resolution gives
+each pixel the average of the scores of all patches covering it.
+
+Speed: all occluded images of an image are built at once from a stack of binary masks,
+``x * (1 - m) + fill * m``, and go through one compiled forward pass of the logits view in large
+batches: never one ``predict`` per patch.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from .errors import CourseError
+from .gradients import UNIT_RANGE, _check_choice, cached, image_spec, prepare
+from .models import logits_model
+
+FILLS = ("grey", "mean", "blur")
+SCORES = ("logit_drop", "probability_drop", "probability")
+BATCH_SIZE = 64  # occluded images per forward pass (larger was no faster on 2 cores)
+
+
+@dataclass
+class OcclusionResult:
+    """Occlusion sensitivity of a batch.
+
+    Attributes:
+        grid: float32 (N, rows, cols), one score per patch position.
+        map: float32 (N, H, W), at image resolution (overlapping patches averaged).
+        target: int32 (N,), the class explained for each image.
+        passes: forward passes per image (every patch position, plus the unoccluded image).
+    """
+
+    grid: np.ndarray
+    map: np.ndarray
+    target: np.ndarray
+    passes: int
+
+
+# --- geometry -----------------------------------------------------------------------------------
+
+def _is_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def check_geometry(size: tuple[int, int], patch: int, stride: int) -> None:
+    """Raise a CourseError unless ``patch`` and ``stride`` are valid for an image of ``size``."""
+    smallest = min(size)
+    if not _is_int(patch) or not 1 <= patch <= smallest:
+        raise CourseError(f"patch must be a whole number of pixels from 1 to {smallest} (the "
+                          f"image is {size[0]}×{size[1]}); got {patch!r}.")
+    if not _is_int(stride) or not 1 <= stride <= smallest:
+        raise CourseError(f"stride must be a whole number of pixels from 1 to {smallest}; "
+                          f"got {stride!r}.")
+
+
+def positions(length: int, patch: int, stride: int) -> list[int]:
+    """Start offsets of the patch along one axis: 0, stride, 2·stride, ... and, if the last one
+    stops short of the edge, one more flush with the edge, so every pixel is covered."""
+    starts = list(range(0, length - patch + 1, stride))
+    if starts[-1] != length - patch:
+        starts.append(length - patch)
+    return starts
+
+
+def n_passes(size: tuple[int, int], patch: int, stride: int) -> int:
+    """Forward passes per image: one per patch position, plus one for the unoccluded image."""
+    check_geometry(size, patch, stride)
+    return len(positions(size[0], patch, stride)) * len(positions(size[1], patch, stride)) + 1
+
+
+@functools.lru_cache(maxsize=32)
+def patch_masks(size: tuple[int, int], patch: int, stride: int) -> np.ndarray:
+    """Binary masks (rows·cols, H, W), float32: 1 inside the patch at each position, row-major."""
+    h, w = size
+    rows, cols = positions(h, patch, stride), positions(w, patch, stride)
+    masks = np.zeros((len(rows), len(cols), h, w), np.float32)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            masks[i, j, r:r + patch, c:c + patch] = 1.0
+    masks = masks.reshape(-1, h, w)
+    masks.setflags(write=False)
+    return masks
+
+
+def upsample(grid: np.ndarray, size: tuple[int, int], patch: int, stride: int) -> np.ndarray:
+    """Scores (N, rows, cols) to maps (N, H, W): each pixel the mean of the patches covering it."""
+    masks = patch_masks(size, patch, stride).reshape(len(grid[0].ravel()), -1)
+    flat = grid.reshape(len(grid), -1) @ masks / masks.sum(axis=0)
+    return flat.reshape(len(grid), *size).astype(np.float32)
+
+
+# --- the fill -----------------------------------------------------------------------------------
+
+def fill_images(x: np.ndarray, fill, value_range=UNIT_RANGE, blur_sigma: float = 3.0):
+    """What an occluded pixel shows, (N, H, W, C) float32.
+
+    ``"grey"``: the middle of the value range (0.5 for [0, 1]; 0 when the range is None);
+    ``"mean"``: each image's mean colour; ``"blur"``: a Gaussian-blurred copy of the image
+    (sigma ``blur_sigma`` pixels); a number: that value everywhere.
+    """
+    if isinstance(fill, int | float) and not isinstance(fill, bool):
+        return np.full_like(x, float(fill))
+    _check_choice("fill", fill, FILLS)
+    if fill == "grey":
+        grey = 0.0 if value_range is None else 0.5 * (value_range[0] + value_range[1])
+        return np.full_like(x, grey)
+    if fill == "mean":
+        return np.broadcast_to(x.mean(axis=(1, 2), keepdims=True), x.shape).astype(np.float32)
+    from scipy.ndimage import gaussian_filter
+
+    if not 0 < blur_sigma <= 100:
+        raise CourseError(f"blur_sigma must be a positive number of pixels; got {blur_sigma!r}.")
+    return gaussian_filter(x, sigma=(0, blur_sigma, blur_sigma, 0), mode="nearest")
+
+
+# --- the batched forward pass -------------------------------------------------------------------
+
+def _occluded_logits_function(model):
+    """A compiled ``(image, fill, masks) -> logits`` of ``image`` under each mask (M, classes)."""
+    view = logits_model(model)
+    one = tf.TensorSpec(model.input_shape[1:], tf.float32)
+    mask_spec = tf.TensorSpec((None, *model.input_shape[1:3]), tf.float32)
+
+    @tf.function(input_signature=[one, one, mask_spec])
+    def occluded_logits(image, fill, masks):
+        m = masks[..., None]
+        return view(image[None] * (1.0 - m) + fill[None] * m, training=False)
+
+    return occluded_logits
+
+
+def occluded_logits(model, image: np.ndarray, fill: np.ndarray, masks: np.ndarray,
+                    batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """The logits of one image (H, W, C) occluded by each mask (M, H, W): (M, classes)."""
+    fn = cached(model, ("occlusion",), lambda: _occluded_logits_function(model))
+    parts = [fn(image, fill, masks[i:i + batch_size]).numpy()
+             for i in range(0, len(masks), batch_size)]
+    return np.concatenate(parts)
+
+
+def forward_logits(model, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """Logits of a checked batch (N, H, W, C) through the compiled logits view: (N, classes)."""
+    def build():
+        view = logits_model(model)
+        return tf.function(lambda x: view(x, training=False), input_signature=[image_spec(model)])
+    fn = cached(model, ("forward",), build)
+    return np.concatenate([fn(images[i:i + batch_size]).numpy()
+                           for i in range(0, len(images), batch_size)])
+
+
+def _scores(logits: np.ndarray, target: int, score: str) -> np.ndarray:
+    """Row 0 of ``logits`` is the unoccluded image; returns the score of each other row."""
+    if score == "logit_drop":
+        return logits[0, target] - logits[1:, target]
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    return p[1:, target] if score == "probability" else p[0, target] - p[1:, target]
+
+
+# --- the method ---------------------------------------------------------------------------------
+
+def occlusion_result(model, images, target=None, *, patch: int = 8, stride: int = 4,
+                     fill="grey", score: str = "logit_drop", blur_sigma: float = 3.0,
+                     batch_size: int = BATCH_SIZE, value_range=UNIT_RANGE) -> OcclusionResult:
+    """Occlusion sensitivity as the coarse grid and the map at image resolution.
+
+    Args: as :func:`occlusion`.
+
+    Returns:
+        An :class:`OcclusionResult` (grid, map, target, passes).
+    """
+    _check_choice("score", score, SCORES)
+    if not _is_int(batch_size) or batch_size < 1:
+        raise CourseError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    x, t = prepare(model, images, target, value_range)
+    size = x.shape[1:3]
+    check_geometry(size, patch, stride)
+    fills = fill_images(x, fill, value_range, blur_sigma)
+    masks = patch_masks(size, patch, stride)
+    masks = np.concatenate([np.zeros((1, *size), np.float32), masks])  # row 0: unoccluded
+    rows, cols = len(positions(size[0], patch, stride)), len(positions(size[1], patch, stride))
+    grid = np.empty((len(x), rows, cols), np.float32)
+    for i in range(len(x)):
+        logits = occluded_logits(model, x[i], fills[i], masks, batch_size)
+        t[i] = int(logits[0].argmax()) if t[i] < 0 else t[i]
+        grid[i] = _scores(logits, t[i], score).reshape(rows, cols)
+    return OcclusionResult(grid, upsample(grid, size, patch, stride), t, len(masks))
+
+
+def occlusion(model, images, target=None, *, patch: int = 8, stride: int = 4, fill="grey",
+              score: str = "logit_drop", blur_sigma: float = 3.0, batch_size: int = BATCH_SIZE,
+              value_range=UNIT_RANGE) -> np.ndarray:
+    """Occlusion sensitivity (Zeiler & Fergus 2014) at image resolution.
+
+    Args:
+        model: a Keras image classifier (not changed).
+        images: float32 (N, H, W, C) or one image (H, W, C), in the model's input range.
+        target: None (the predicted class), one class index, or one per image.
+        patch: side of the square patch, in pixels (1 to the image size).
+        stride: step between patch positions, in pixels (>= 1).
+        fill: ``"grey"``, ``"mean"``, ``"blur"`` or a number (see :func:`fill_images`).
+        score: ``"logit_drop"`` (default), ``"probability_drop"`` or ``"probability"`` (the
+            lecture's probability map of the true class: low where it matters).
+        blur_sigma: the blur of ``fill="blur"``, in pixels.
+        batch_size: occluded images per forward pass.
+        value_range: the range the images must lie in, or None.
+
+    Returns:
+        float32 (N, H, W): each pixel the mean score of the patch positions covering it.
+    """
+    return occlusion_result(model, images, target, patch=patch, stride=stride, fill=fill,
+                            score=score, blur_sigma=blur_sigma, batch_size=batch_size,
+                            value_range=value_range).map
+
+
+def occlusion_reference(model, image: np.ndarray, target: int, patch: int, stride: int,
+                        fill: float = 0.5) -> np.ndarray:
+    """The slow way, for tests only: one ``predict`` per patch position. Returns the grid of
+    logit drops (rows, cols)."""
+    view = logits_model(model)
+    base = view(image[None], training=False).numpy()[0, target]
+    h, w = image.shape[:2]
+    rows, cols = positions(h, patch, stride), positions(w, patch, stride)
+    grid = np.empty((len(rows), len(cols)), np.float32)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            occluded = image.copy()
+            occluded[r:r + patch, c:c + patch] = fill
+            grid[i, j] = base - view(occluded[None], training=False).numpy()[0, target]
+    return grid
+
+
+# --- exercise -----------------------------------------------------------------------------------
+
+def check_cost_exercise(answer, size: int = 64, patch: int = 16, stride: int = 8) -> None:
+    """Self-check for notebook 02: how many forward passes does occlusion need for one image of
+    ``size``×``size`` with this patch and stride (the unoccluded image included)?
+
+    Prints "correct" or "not yet: <hint>".
+    """
+    want = n_passes((size, size), patch, stride)
+    per_axis = len(positions(size, patch, stride))
+    if answer is None:
+        print("not yet: replace None by a number.")
+    elif answer == want:
+        print("correct")
+    elif answer == want - 1:
+        print("not yet: almost; add the one pass of the unoccluded image (the baseline score).")
+    elif answer == per_axis:
+        print("not yet: that is the number of positions along one axis; the patch visits every "
+              "(row, column) pair.")
+    else:
+        print(f"not yet: count the start offsets 0, {stride}, {2 * stride}, ... up to "
+              f"{size} - {patch} along one axis, square it, and add 1.")
+

@@ -1,0 +1,141 @@
+"""Occlusion sensitivity with answers known in advance: a model that looks at one quadrant only,
+a map checked by hand, the batched result against a slow per-patch loop, bad input, and the
+panel's "latest wins" coalescing of slider moves."""
+
+import time
+
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+import course_utils as cu
+from course_utils import occlusion as occ
+from course_utils import occlusion_panel
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def quadrant_model(size: int = 16, seed: int = 0):
+    """Logits from the top-left quadrant only: the rest of the image is cropped away."""
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((size, size, 3))
+    h = keras.layers.Cropping2D(((0, size // 2), (0, size // 2)))(x)
+    h = keras.layers.Flatten()(h)
+    return keras.Model(x, keras.layers.Dense(3)(h))
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return quadrant_model()
+
+
+def test_occluding_what_the_model_ignores_changes_nothing(toy):
+    x = np.random.default_rng(100).uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
+    result = occ.occlusion_result(toy, x, patch=4, stride=4)
+    assert result.grid.shape == (2, 4, 4) and result.map.shape == (2, 16, 16)
+    outside = np.ones((4, 4), bool)
+    outside[:2, :2] = False                          # patches inside the top-left quadrant
+    assert np.all(result.grid[:, outside] == 0)      # exactly zero elsewhere
+    assert np.all(np.abs(result.grid[:, ~outside]) > 0)
+    assert np.all(result.map[:, 8:, :] == 0) and np.all(result.map[:, :, 8:] == 0)
+
+
+def test_the_map_averages_the_patches_covering_each_pixel():
+    grid = np.arange(9, dtype=np.float32).reshape(1, 3, 3)     # 4×4 image, patch 2, stride 1
+    m = occ.upsample(grid, (4, 4), 2, 1)[0]
+    assert m[0, 0] == 0                                        # one patch: (0, 0)
+    assert m[0, 1] == pytest.approx((0 + 1) / 2)               # patches (0, 0) and (0, 1)
+    assert m[1, 1] == pytest.approx((0 + 1 + 3 + 4) / 4)
+    assert m[3, 3] == 8 and m[2, 2] == pytest.approx((4 + 5 + 7 + 8) / 4)
+
+
+def test_positions_cover_the_edge():
+    assert occ.positions(64, 8, 4) == list(range(0, 57, 4))
+    assert occ.positions(10, 4, 4) == [0, 4, 6]               # the last one flush with the edge
+    assert occ.n_passes((64, 64), 8, 4) == 15 * 15 + 1
+
+
+def test_batched_equals_one_predict_per_patch(course_model):
+    x = cu.make_shapes(1, seed=101).images[0]
+    result = occ.occlusion_result(course_model, x, patch=16, stride=12, fill=0.5)
+    slow = occ.occlusion_reference(course_model, x, int(result.target[0]), 16, 12, fill=0.5)
+    np.testing.assert_allclose(result.grid[0], slow, atol=1e-4)
+
+
+def test_scores_fills_and_target(course_model):
+    data = cu.make_shapes(2, seed=102)
+    p = occ.occlusion_result(course_model, data.images, patch=16, stride=16, score="probability")
+    assert np.all((p.grid >= 0) & (p.grid <= 1))
+    for fill in ("grey", "mean", "blur", 0.0):
+        m = occ.occlusion(course_model, data.images, data.labels, patch=16, stride=16, fill=fill)
+        assert m.shape == (2, 64, 64) and m.dtype == np.float32 and np.isfinite(m).all()
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"patch": 65}, "patch must be a whole number of pixels from 1 to 64"),
+    ({"patch": 0}, "from 1 to 64"),
+    ({"patch": 8.0}, "patch must be a whole number"),
+    ({"stride": 0}, "stride must be a whole number of pixels from 1 to 64"),
+    ({"stride": -2}, "stride"),
+    ({"fill": "white"}, "fill must be one of"),
+    ({"score": "prob"}, "score must be one of"),
+    ({"batch_size": 0}, "batch_size"),
+])
+def test_bad_settings_say_the_valid_range(course_model, settings, words):
+    x = cu.make_shapes(1, seed=103).images
+    with pytest.raises(cu.CourseError, match=words):
+        occ.occlusion(course_model, x, **settings)
+
+
+def test_bad_images_are_caught_before_tensorflow(course_model):
+    with pytest.raises(cu.CourseError):
+        occ.occlusion(course_model, np.zeros((32, 32, 3), np.float32))
+
+
+def test_exercise_check(capsys):
+    occ.check_cost_exercise(50)
+    occ.check_cost_exercise(49)
+    occ.check_cost_exercise(None)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "correct" and out[1].startswith("not yet") and out[2].startswith("not yet")
+
+
+# --- the panel ----------------------------------------------------------------------------------
+
+def test_slider_bursts_compute_only_the_latest_value(course_model):
+    """Moves that arrive before the scheduled update runs join it: one computation, latest wins."""
+    pending = []
+    image = cu.make_shapes(1, seed=104).images[0]
+    panel = occlusion_panel.OcclusionPanel(course_model, image, schedule=pending.append)
+    assert panel.computations == 1                            # the first draw
+    for value in range(2, 20):                                # a burst of 18 moves
+        panel.patch.value = value
+    panel.stride.value = 5
+    panel.fill.value = "mean"
+    assert panel.computations == 1 and len(pending) == 1     # nothing computed yet, one due
+    pending.pop()()
+    assert panel.computations == 2                            # one computation for the burst
+    assert panel.result.passes == occ.n_passes((64, 64), 19, 5)
+    assert "forward passes" in panel.label.value
+
+
+def test_without_an_event_loop_a_move_updates_at_once(course_model):
+    panel = occlusion_panel.OcclusionPanel(course_model, cu.make_shapes(1, seed=105).images[0])
+    panel.stride.value = 8
+    assert panel.computations == 2 and panel.result.grid.shape == (1, 8, 8)
+
+
+def test_panel_move_is_fast_at_the_default_setting(course_model):
+    image = cu.make_shapes(1, seed=106).images[0]
+    occlusion_panel.compute(course_model, image)                  # warm-up (tracing)
+    seconds = []
+    for _ in range(5):
+        start = time.perf_counter()
+        occlusion_panel.compute(course_model, image)
+        seconds.append(time.perf_counter() - start)
+    assert min(seconds) < 0.25
