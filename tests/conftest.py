@@ -1,5 +1,6 @@
 """Shared fixtures: one setup per session, the shipped models loaded once."""
 
+import keras
 import pytest
 
 import course_utils as cu
@@ -18,3 +19,16 @@ def course_model():
 @pytest.fixture(scope="session")
 def cue_model():
     return cu.load_course_model("shapes_cnn_cue")
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    """The course CNN, untrained (identities that hold for any weights are tested on it)."""
+    keras.utils.set_random_seed(0)
+    return cu.models.build_course_cnn()
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    """Four fresh test images."""
+    return cu.make_shapes(4, seed=100)

@@ -12,18 +12,6 @@ import course_utils as cu
 from course_utils import cam, gradients
 
 
-@pytest.fixture(scope="module")
-def cnn():
-    """The course CNN, untrained (the identities below hold for any weights)."""
-    keras.utils.set_random_seed(0)
-    return cu.models.build_course_cnn()
-
-
-@pytest.fixture(scope="module")
-def shapes():
-    return cu.make_shapes(4, seed=100)
-
-
 def _corr(a, b):
     return np.corrcoef(np.ravel(a), np.ravel(b))[0, 1]
 

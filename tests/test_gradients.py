@@ -12,18 +12,6 @@ def _images(shape, low=0.0, high=1.0, seed=0):
     return np.random.default_rng(seed).uniform(low, high, shape).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def cnn():
-    """The course CNN, untrained (the identities below hold for any weights)."""
-    keras.utils.set_random_seed(0)
-    return cu.models.build_course_cnn()
-
-
-@pytest.fixture(scope="module")
-def shapes():
-    return cu.make_shapes(4, seed=100)
-
-
 # --- vanilla gradient: a linear model's saliency is its weights ----------------------------------
 
 @pytest.mark.parametrize("activation", [None, "softmax"])
