@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import course_utils as cu
-from course_utils import cam, gradients
+from course_utils import cam, gradients, occlusion, perturbation
 
 FORWARD, FORWARD_BACKWARD = "forward", "forward+backward"
 BOUND_BATCH = 64  # images per pass when a bound needs many (SmoothGrad's default batch size)
@@ -60,15 +60,13 @@ ROWS: list[Row] = [
     Row("Grad-CAM", cam.grad_cam),
     Row("HiResCAM", cam.hires_cam),
     Row("guided Grad-CAM", cam.guided_grad_cam, passes=2),
-    Row("occlusion (8/4)", lambda m, x: __import__("course_utils.occlusion").occlusion.occlusion(
-        m, x, patch=8, stride=4), FORWARD, passes=15 * 15 + 1),
-    Row("RISE (n=2000)", lambda m, x: __import__("course_utils.perturbation").perturbation.rise(
-        m, x, n_masks=2000), FORWARD, passes=2000),
-    Row("LIME (n=1000)", lambda m, x: __import__("course_utils.perturbation").perturbation.lime(
-        m, x, n_samples=1000), FORWARD, passes=1000),
-    Row("Anchors (default)",
-        lambda m, x: __import__("course_utils.perturbation").perturbation.anchors(m, x),
-        FORWARD, passes=1000),
+    Row("occlusion (8/4)", lambda m, x: occlusion.occlusion(m, x, patch=8, stride=4), FORWARD,
+        passes=15 * 15 + 1),
+    Row("RISE (n=2000)", lambda m, x: perturbation.rise(m, x, n_masks=2000), FORWARD,
+        passes=2000),
+    Row("LIME (n=1000)", lambda m, x: perturbation.lime(m, x, n_samples=1000), FORWARD,
+        passes=1000),
+    Row("Anchors (default)", perturbation.anchors, FORWARD, passes=1000),
 ]
 
 

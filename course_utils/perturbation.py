@@ -180,6 +180,15 @@ def probabilities_fn(model, batch_size: int = BATCH_SIZE) -> Callable[[np.ndarra
                                                  batch_size))
 
 
+
+def _one_image(model, image, target, value_range, what: str):
+    """``prepare`` for methods that explain a single image: LIME and Anchors."""
+    x, t = prepare(model, image, target, value_range)
+    if len(x) != 1:
+        raise CourseError(f"{what} one image at a time; got a batch of {len(x)}.")
+    return x, t
+
+
 def lime_explanation(model, image, target=None, *, n_samples: int = 1000, n_features: int = 5,
                      segmentation="quickshift", hide_color: float = 0.5, seed: int = 0,
                      batch_size: int = 250, value_range=UNIT_RANGE) -> LimeResult:
@@ -203,9 +212,7 @@ def lime_explanation(model, image, target=None, *, n_samples: int = 1000, n_feat
     """
     from lime.lime_image import LimeImageExplainer
 
-    x, t = prepare(model, image, target, value_range)
-    if len(x) != 1:
-        raise CourseError(f"LIME explains one image at a time; got a batch of {len(x)}.")
+    x, t = _one_image(model, image, target, value_range, "LIME explains")
     if not _is_int(n_samples) or n_samples < 10:
         raise CourseError(f"n_samples must be a whole number of at least 10 (LIME's default "
                           f"is 1,000); got {n_samples!r}.")
@@ -299,9 +306,7 @@ def anchor_explanation(model, image, *, threshold: float = 0.95, p_sample: float
     Returns:
         An :class:`AnchorResult`.
     """
-    x, _ = prepare(model, image, None, value_range)
-    if len(x) != 1:
-        raise CourseError(f"Anchors explain one image at a time; got a batch of {len(x)}.")
+    x, _ = _one_image(model, image, None, value_range, "Anchors explain")
     if not 0 < threshold < 1:
         raise CourseError(f"threshold must lie strictly between 0 and 1, e.g. 0.95; got "
                           f"{threshold!r}.")

@@ -1,14 +1,11 @@
 """CAM, Grad-CAM, HiResCAM and guided Grad-CAM, with answers known in advance."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import keras
 import numpy as np
 import pytest
 
 import course_utils as cu
+from benchmarks import run
 from course_utils import cam, gradients
 
 
@@ -215,18 +212,7 @@ def test_the_grad_cam_exercise_check(capsys):
         assert verdict in capsys.readouterr().out
 
 
-def _benchmark_module():
-    """benchmarks/run.py, imported by path: the benchmarks are not an installed package, and a
-    bare `pytest` does not put the repository's root on sys.path."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_run", path)
-    module = sys.modules["benchmarks_run"] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_benchmark_runs_a_row():
-    run = _benchmark_module()
     rows = [row for row in run.ROWS if row.name == "Grad-CAM"]
     (result,) = run.benchmark(rows, sizes=(1,))
     assert result["time"] > 0 and result["bound"] > 0
