@@ -21,7 +21,16 @@ import numpy as np
 
 from .errors import CourseError
 
-DATA_DIR = Path(os.environ.get("COURSE_DATA_DIR", Path(__file__).resolve().parent.parent / "data"))
+
+def _shipped_data_dir() -> Path:
+    """The shipped models: the repository's ``data/`` (a clone, an editable install), or the copy
+    a regular install (the Colab path) puts inside the package as ``course_utils/_data``."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "_data"
+    return packaged if packaged.is_dir() else here.parent / "data"
+
+
+DATA_DIR = Path(os.environ.get("COURSE_DATA_DIR") or _shipped_data_dir())
 MANIFEST = "manifest.json"
 
 # The shipped models: how each was trained is in course_utils/train.py.

@@ -5,17 +5,23 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The local stack (numpy 1, `pip check` clean): the core dependencies and these extras. The Colab
+# stack (numpy 2) takes the `colab` extra instead of `anchors` (tests/test_colab_setup.py).
+LOCAL_EXTRAS = ("anchors", "lab", "test")
+LOCAL_INSTALL = f".[{','.join(LOCAL_EXTRAS)}]"
 
 
 def _pyproject_requirements() -> set[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
+    extras = project["optional-dependencies"]
+    return set(project["dependencies"]).union(*(extras[name] for name in LOCAL_EXTRAS))
 
 
 def _environment_pip_requirements() -> set[str]:
     lines = (ROOT / "environment.yml").read_text().splitlines()
     start = lines.index("  - pip:") + 1
-    reqs = {re.sub(r'^\s*- "?|"?\s*$', "", line) for line in lines[start:] if line.strip()}
+    reqs = {re.sub(r'^\s*- "?|"?\s*$', "", line) for line in lines[start:]
+            if line.strip() and not line.strip().startswith("#")}
     return {r for r in reqs if not r.startswith("-e ")}
 
 
@@ -35,7 +41,13 @@ def test_environment_and_pyproject_give_the_same_ranges():
 def test_environment_uses_python_311_and_installs_this_package():
     text = (ROOT / "environment.yml").read_text()
     assert "python=3.11" in text
-    assert '"-e .[test]"' in text
+    assert f'"-e {LOCAL_INSTALL}"' in text
+
+
+def test_make_installs_the_local_stack_and_checks_it():
+    makefile = (ROOT / "Makefile").read_text()
+    assert f'pip install -e "{LOCAL_INSTALL}"' in makefile
+    assert "pip check" in makefile
 
 
 def test_ci_runs_the_readme_test_command():
