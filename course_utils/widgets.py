@@ -230,3 +230,8 @@ def search_panel(model, images: np.ndarray, labels=None, *, layers=None, k: int 
         plt.show()
 
     return w.interactive(show, layer=layer, channel=channel)
+
+
+# --- the explorer of notebook 11 (its own module; imported last, so it may use this one) -------
+
+from .explorer import explorer  # noqa: E402, F401
