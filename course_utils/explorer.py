@@ -460,14 +460,14 @@ def draw_explanation(image: np.ndarray, result: Explanation, class_names=CLASS_N
         The figure.
     """
     shown = tiles(image, result)
-    fig, axes = plt.subplots(1, len(shown) + 1, figsize=(size * len(shown) + 2.4, size + 0.6),
-                             gridspec_kw={"width_ratios": [1] * len(shown) + [1.2]})
+    fig, axes = plt.subplots(1, len(shown) + 1, figsize=(size * len(shown) + 2.4, size + 0.7),
+                             layout="constrained",
+                             gridspec_kw={"width_ratios": [1] * len(shown) + [1.3]})
     for ax, (name, rgb) in zip(axes, shown.items(), strict=False):
         show_image(rgb, ax)
         ax.set_title(title(name, result, label, class_names, times), fontsize=9)
     draw_probabilities(result.probabilities, result.target, class_names, axes[-1], top)
     fig.suptitle(headline(result, class_names), fontsize=10)
-    fig.tight_layout()
     return fig
 
 
