@@ -35,7 +35,7 @@ import numpy as np
 
 from . import cam, gradients, occlusion, perturbation
 from .checks import as_image_batch, as_targets
-from .data import CLASS_NAMES, PHOTOS, center_crop_resize, load_photo, make_shapes
+from .data import CLASS_NAMES, PHOTOS, _size_of, center_crop_resize, load_photo, make_shapes
 from .errors import CourseError
 from .models import conv_layer_names
 from .occlusion_panel import _event_loop_schedule
@@ -504,10 +504,27 @@ def uploaded_files(value) -> list[tuple[str, bytes]]:
     return [(str(item["name"]), bytes(item["content"])) for item in value]
 
 
+def _rgb_pixels(picture, at_least: tuple[int, int]) -> np.ndarray:
+    """A loaded Pillow image as float32 RGB (H, W, 3) in [0, 1], shrunk by a whole factor (box
+    filter) while it stays at least ``at_least`` (height, width): a 12-megapixel photo would
+    otherwise take seconds to resize."""
+    if picture.mode in ("I", "F") or picture.mode.startswith("I;16"):     # 16-bit, float grey
+        grey = np.asarray(picture, np.float32)
+        top = 65535.0 if picture.mode.startswith("I;16") else max(float(grey.max()), 1.0)
+        return np.repeat(np.clip(grey / top, 0, 1)[..., None], 3, axis=-1)
+    rgb = picture.convert("RGB")                 # drops alpha; grey and palettes become RGB
+    factor = min(rgb.height // at_least[0], rgb.width // at_least[1])
+    if factor >= 2:
+        rgb = rgb.reduce(factor)
+    return np.asarray(rgb, np.float32) / 255.0
+
+
 def decode_image(data: bytes, size, name: str = "the file") -> np.ndarray:
     """An uploaded image file as the model's input: RGB, centre-cropped, resized, in [0, 1].
 
-    Alpha is dropped, grey becomes RGB, 16-bit and float images are scaled to [0, 1].
+    Alpha is dropped, grey becomes RGB, 16-bit and float images are scaled to [0, 1]. A large
+    photo is first shrunk by a whole factor to at least 4 times the model's input size (JPEGs
+    are decoded at that scale), then centre-cropped and resized with anti-aliasing.
 
     Args:
         data: the file's bytes (PNG, JPEG, GIF, BMP, TIFF, WebP ...).
@@ -522,19 +539,16 @@ def decode_image(data: bytes, size, name: str = "the file") -> np.ndarray:
     """
     from PIL import Image
 
+    h, w = _size_of(size)
     try:
         with Image.open(io.BytesIO(data)) as picture:
+            picture.draft(None, (4 * w, 4 * h))       # JPEG: decode at a reduced scale (fast)
             picture.load()
-            if picture.mode in ("I", "F") or picture.mode.startswith("I;16"):
-                grey = np.asarray(picture, np.float32)
-                top = 65535.0 if picture.mode.startswith("I;16") else max(float(grey.max()), 1.0)
-                pixels = np.repeat(np.clip(grey / top, 0, 1)[..., None], 3, axis=-1)
-            else:
-                pixels = np.asarray(picture.convert("RGB"), np.float32) / 255.0
+            pixels = _rgb_pixels(picture, (4 * h, 4 * w))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise CourseError(f"Could not read {name} as an image ({type(e).__name__}: {e}). "
                           "Upload a PNG, JPEG, GIF, BMP, TIFF or WebP picture.") from e
-    return center_crop_resize(pixels, size)
+    return center_crop_resize(pixels, (h, w))
 
 
 # --- the panel ----------------------------------------------------------------------------------
@@ -602,7 +616,7 @@ class Explorer:
                               *[w.HBox([box, cost, *controls.values()])
                                 for box, cost, controls in self.rows.values()]])
         self.result, self.computations, self.last_compute, self.last_draw = None, 0, 0.0, 0.0
-        self._due, self._uploads = False, 0
+        self._due, self._quiet, self._uploads = False, False, 0
         for control in (self.image, self.target, *self._method_controls()):
             control.observe(self._moved, names="value")
         self.update()
@@ -637,7 +651,7 @@ class Explorer:
                 for name, (box, _, controls) in self.rows.items() if box.value}
 
     def _moved(self, change=None) -> None:
-        if not self._due:               # one update pending at most: later moves join it
+        if not self._due and not self._quiet:  # one update pending at most: later moves join it
             self._due = True
             self.schedule(self._run_due)
 
@@ -660,8 +674,13 @@ class Explorer:
         self._uploads += 1
         key = f"upload {self._uploads}: {name}"
         self.sources[key] = (image, None)
-        self.image.options = list(self.sources)
-        self.image.value = key                             # schedules an update
+        self._quiet = True               # new options reset the menu (ipywidgets 8): not an update
+        try:
+            self.image.options = list(self.sources)
+            self.image.value = key
+        finally:
+            self._quiet = False
+        self._moved()
 
     def _say(self, text: str, error: bool = False) -> None:
         import html
@@ -714,11 +733,15 @@ class Explorer:
         c = self.classifier
         image, _ = self.sources[self.image.value]
         target = None if self.target.value < 0 else self.target.value
-        explain(c, image, target, [name for name in METHODS if cheap(c, name)], cache=self.cache)
         layers = conv_layer_names(c.model)
-        if len(layers) <= max_layers:
-            for layer in layers:
-                explain(c, image, target, {"Grad-CAM": {"layer": layer}}, cache=self.cache)
+        ahead = [[name] for name in METHODS if cheap(c, name)]
+        ahead += [{"Grad-CAM": {"layer": layer}} for layer in layers] \
+            if len(layers) <= max_layers else []
+        for methods in ahead:
+            try:
+                explain(c, image, target, methods, cache=self.cache)
+            except CourseError:         # it says so when ticked; nothing to prepare here
+                pass
 
     def figure(self):
         """What the panel shows now, as a Matplotlib figure (:func:`draw_explanation`)."""

@@ -230,6 +230,17 @@ def test_an_uploaded_file_becomes_an_rgb_image_of_the_model_size(course_model):
     np.testing.assert_allclose(deep, 1.0, atol=1e-6)            # 16-bit white is 1.0
 
 
+def test_a_large_photo_is_shrunk_first_with_the_same_result(course_model):
+    import skimage.data
+    import skimage.transform
+
+    photo = skimage.transform.resize(skimage.data.astronaut(), (1200, 1600))   # floats in [0, 1]
+    stored = (photo * 255).round().astype(np.uint8)
+    image = ex.decode_image(png_bytes(stored), course_model)     # reduced 4x before the resize
+    direct = cu.data.center_crop_resize(stored, course_model)
+    assert np.abs(image - direct).mean() < 0.01
+
+
 def test_a_bad_upload_gives_a_clear_message():
     with pytest.raises(cu.CourseError, match="Could not read 'notes.txt' as an image"):
         ex.decode_image(b"just some text", 64, "'notes.txt'")
@@ -295,6 +306,7 @@ def test_the_panel_answers_a_new_image_and_class(panel_and_pending):
 
 def test_moves_during_a_computation_are_coalesced(panel_and_pending):
     panel, pending = panel_and_pending
+    run(pending)
     done = panel.computations
     panel.rows["occlusion"][2]["patch"].value = 12
     panel.rows["occlusion"][2]["stride"].value = 4
@@ -322,9 +334,12 @@ def test_an_uploaded_image_is_shown_and_a_bad_one_explained(panel_and_pending):
     panel, pending = panel_and_pending
     picture = np.zeros((80, 80, 3), np.uint8)
     picture[20:60, 20:60] = (250, 40, 40)                       # a red square
+    run(pending)                                    # anything left by an earlier test
+    done = panel.computations
     panel.upload.set_trait("value", upload_value("square.png", png_bytes(picture)))
+    assert len(pending) == 1                        # a new menu entry and its choice: one update
     run(pending)
-    assert panel.image.value == "upload 1: square.png"
+    assert panel.image.value == "upload 1: square.png" and panel.computations == done + 1
     assert panel.pictures["image"].value == cu.widgets.image_png(
         panel.sources["upload 1: square.png"][0], panel.scale)
     shown = panel.pictures["image"].value
