@@ -30,6 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -276,6 +277,9 @@ class MapCache:
     def __init__(self, size: int = 256):
         self.size, self.items = size, OrderedDict()
 
+    def __contains__(self, key) -> bool:
+        return key in self.items
+
     def get(self, key, make: Callable):
         """The stored result for ``key``, or ``make()`` stored under it."""
         if key in self.items:
@@ -334,7 +338,8 @@ def explain(model, image: np.ndarray, target: int | None = None, methods=None, *
         target: the class to explain; None for the predicted class.
         methods: method names, or {name: settings} (missing settings take their defaults; see
             ``METHODS``); None for the methods the panel ticks first (:func:`default_methods`).
-        cache: a :class:`MapCache` to reuse maps across calls (the panel keeps one).
+        cache: a :class:`MapCache` to reuse maps across calls with the same model (its keys
+            do not name the model; the panel keeps one).
 
     Returns:
         An :class:`Explanation`.
@@ -345,9 +350,8 @@ def explain(model, image: np.ndarray, target: int | None = None, methods=None, *
         methods = default_methods(c)
     if not isinstance(methods, dict):
         methods = dict.fromkeys(methods)
-    cache, key = cache or MapCache(), image_key(image)
-    logits, _ = cache.get((key, "probabilities"),
-                          lambda: _timed(lambda: occlusion.forward_logits(c.model, c.input(image))))
+    cache, key = MapCache() if cache is None else cache, image_key(image)
+    logits = cache.get((key, "logits"), lambda: occlusion.forward_logits(c.model, c.input(image)))
     probabilities = perturbation.softmax(logits)[0]
     t = int(np.argmax(probabilities)) if target is None else \
         int(as_targets(target, 1, len(probabilities))[0])
@@ -355,7 +359,7 @@ def explain(model, image: np.ndarray, target: int | None = None, methods=None, *
     for name, given in methods.items():
         settings = method_settings(c, name, given)
         done = (key, t, name, tuple(sorted(settings.items())))
-        if done not in cache.items:
+        if done not in cache:
             result.computed.append(name)
         run = functools.partial(_timed, functools.partial(method(name).run, c, image, t,
                                                           **settings))
@@ -381,7 +385,8 @@ def overlay_rgb(image: np.ndarray, heatmap: np.ndarray, *, signed: bool = False,
     with jet, or, when ``signed``, to [-1, 1] around 0 and coloured blue-white-red.
     """
     values = normalize_map(heatmap, symmetric=signed)
-    colours = plt.get_cmap("bwr" if signed else "jet")((values + 1) / 2 if signed else values)
+    colours = matplotlib.colormaps["bwr" if signed else "jet"]((values + 1) / 2 if signed
+                                                               else values)
     return ((1 - alpha) * np.clip(image, 0, 1) + alpha * colours[..., :3]).astype(np.float32)
 
 

@@ -8,6 +8,7 @@ import time
 from types import SimpleNamespace
 
 import ipywidgets
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -187,7 +188,7 @@ def test_the_overlay_is_an_rgb_image_in_range():
     assert rgb.shape == (8, 8, 3) and rgb.min() >= 0 and rgb.max() <= 1
     assert not np.allclose(rgb[2, 3], rgb[0, 0])              # the peak has another colour
     flat = ex.overlay_rgb(image, np.zeros((8, 8)), signed=True, alpha=1.0)
-    np.testing.assert_allclose(flat, plt.get_cmap("bwr")(0.5)[:3] * np.ones((8, 8, 3)),
+    np.testing.assert_allclose(flat, matplotlib.colormaps["bwr"](0.5)[:3] * np.ones((8, 8, 3)),
                                atol=1e-6)                    # zero is the middle colour
 
 
