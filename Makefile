@@ -32,6 +32,13 @@ test: lint
 	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
 		--sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600 --durations=15
 
+# The student edition: every notebook without its solutions and outputs, in student/ (committed;
+# tests/test_student_edition.py says "run make student" when it is out of date).
+student: $(STAMP)
+	$(BIN)/python tools/nbtool.py student
+
+.PHONY: student
+
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
 
