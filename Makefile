@@ -28,16 +28,24 @@ lint: $(STAMP)
 	$(BIN)/ruff check course_utils tests benchmarks
 
 # Unit tests and every notebook (nbval, strict: all outputs compared) in one pytest run.
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
 		--sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600 --durations=15
+
+# tests/test_browser.py drives Debian's Chromium: install it if missing (as root, or with sudo).
+# Where it cannot be installed, that test skips and says why.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
+browser:
+	test -x /usr/bin/chromium || ( $(SUDO) apt-get update -qq && $(SUDO) env \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ) || \
+		echo "Chromium could not be installed: tests/test_browser.py will skip."
 
 # The student edition: every notebook without its solutions and outputs, in student/ (committed;
 # tests/test_student_edition.py says "run make student" when it is out of date).
 student: $(STAMP)
 	$(BIN)/python tools/nbtool.py student
 
-.PHONY: student
+.PHONY: browser student
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
