@@ -26,7 +26,7 @@ course: $(STAMP)
 	$(BIN)/jupyter lab notebooks/ $(JUPYTER_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check course_utils tests benchmarks
+	$(BIN)/ruff check course_utils tests benchmarks tools
 
 # Unit tests and every notebook (nbval, strict: all outputs compared) in one pytest run.
 test: lint browser
