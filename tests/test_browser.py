@@ -162,7 +162,13 @@ def _run_all_cells(page, code_cells: int) -> None:
     _menu(page, "Edit", "Clear Outputs of All Cells")
     page.wait_for_function(_prompts_are(r"\[ \]:", code_cells))
     _menu(page, "Run", "Run All Cells")
-    page.wait_for_function(_prompts_are(r"\[\d+\]:", code_cells), timeout=300_000)
+    try:
+        page.wait_for_function(_prompts_are(r"\[\d+\]:", code_cells), timeout=300_000)
+    except Exception:
+        prompts = page.evaluate(f"() => {PROMPTS}")
+        errors = page.locator(".jp-OutputArea-output[data-mime-type*='stderr']").all_inner_texts()
+        raise AssertionError(f"not every cell ran within 300 s: the prompts read {prompts}; "
+                             f"stderr outputs: {errors}") from None
     page.locator(KERNEL_IDLE).wait_for(timeout=120_000)
 
 
