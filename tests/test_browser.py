@@ -3,8 +3,8 @@ Playwright. The test opens a copy of notebook 02, runs all its cells, moves the 
 with the keyboard and checks that the map the panel displays changes.
 
 `make test` installs Chromium (`apt-get install chromium`); the test skips only if
-/usr/bin/chromium is missing or cannot be launched. Screenshots of the panel before and after the
-move go to test-output/browser/.
+/usr/bin/chromium is missing or cannot be launched (or the kernel has ipywidgets 7, see below).
+Screenshots of the panel before and after the move go to test-output/browser/.
 """
 
 import json
@@ -43,17 +43,18 @@ PROMPTS = ("[...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]"
 KERNEL_IDLE = ".jp-Notebook-ExecutionIndicator[data-status='idle']"
 
 
-def _prompts_are(pattern: str, count: int) -> str:
-    """JavaScript: are there `count` code-cell prompts, all matching `pattern`?"""
-    return (f"() => {{ const p = {PROMPTS};\n"
-            f"  return p.length === {count} && p.every(t => /^{pattern}$/.test(t)); }}")
-
 # JupyterLab 4's widget manager (jupyterlab_widgets 3) renders ipywidgets 8 only: with an
 # ipywidgets 7 kernel (the Colab stand-in stack) every widget shows "@jupyter-widgets/controls
 # ^1.5.0 is not registered". Colab's own front end renders 7.7; this test cannot stand in for it.
 pytestmark = pytest.mark.skipif(
     int(version("ipywidgets").split(".")[0]) < 8,
     reason=f"ipywidgets {version('ipywidgets')}: JupyterLab 4 renders ipywidgets 8 widgets only")
+
+
+def _prompts_are(pattern: str, count: int) -> str:
+    """JavaScript: are there `count` code-cell prompts, all matching `pattern`?"""
+    return (f"() => {{ const p = {PROMPTS};\n"
+            f"  return p.length === {count} && p.every(t => /^{pattern}$/.test(t)); }}")
 
 
 def _free_port() -> int:
