@@ -77,10 +77,12 @@ $(COLAB_VENV)/.installed: $(COLAB_VENV)/.base pyproject.toml tools/colab_install
 	$(COLAB_BIN)/python tools/colab_install.py --extras colab,test --reinstall
 	touch $@
 
-# JupyterLab and the browser are tested on the local stack only (Colab has its own front end).
+# JupyterLab and the browser are tested on the local stack only (Colab has its own front end);
+# the student edition too: its notebooks are the instructor's minus the solutions, which run here.
 test-colab-stack: $(COLAB_VENV)/.installed
 	$(COLAB_BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
 		--ignore=tests/test_course_server.py --ignore=tests/test_browser.py \
+		--ignore=tests/test_student_edition.py \
 		--sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600 --durations=5
 
 # Regenerate every notebook's setup cell and the README's Colab badges from pyproject.toml.

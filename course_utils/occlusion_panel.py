@@ -122,8 +122,13 @@ class OcclusionPanel:
             self.update()
 
     def update(self) -> None:
-        """Compute and draw the map for the current slider values."""
-        from IPython.display import clear_output
+        """Compute and draw the map for the current slider values.
+
+        The figure is put into the output widget's ``outputs`` directly: ``with self.output``
+        captures only what the kernel sends on behalf of the request being run, and an update
+        run later from the event loop (see :meth:`_moved`) has none, so its figure was lost.
+        """
+        from IPython.core.formatters import format_display_data
 
         s = self.settings
         start = time.perf_counter()
@@ -133,12 +138,12 @@ class OcclusionPanel:
         self.label.value = (f"patch {s['patch']}, stride {s['stride']}: "
                             f"<b>{self.result.passes} forward passes</b> "
                             f"(computed in {1e3 * self.last_seconds:.0f} ms)")
-        with self.output:
-            clear_output(wait=True)
-            fig = draw_occlusion(self.image, self.result, patch=s["patch"], stride=s["stride"],
-                                 score=self.score)
-            plt.show()
-            plt.close(fig)
+        fig = draw_occlusion(self.image, self.result, patch=s["patch"], stride=s["stride"],
+                             score=self.score)
+        data, metadata = format_display_data(fig)
+        plt.close(fig)
+        self.output.outputs = ({"output_type": "display_data", "data": data,
+                                "metadata": metadata},)
 
     def show(self) -> None:
         """Display the panel in the notebook."""

@@ -124,6 +124,21 @@ def test_slider_bursts_compute_only_the_latest_value(course_model):
     assert "forward passes" in panel.label.value
 
 
+def test_a_deferred_update_replaces_the_shown_figure(course_model):
+    """The figure goes into the output widget itself, not through ``with output:``, which
+    captures nothing when the update runs later from the event loop (the map then never changed
+    in the browser; tests/test_browser.py found it)."""
+    pending = []
+    panel = occlusion_panel.OcclusionPanel(course_model, cu.make_shapes(1, seed=104).images[0],
+                                           schedule=pending.append)
+    (before,) = panel.output.outputs
+    panel.patch.value = 12
+    pending.pop()()
+    (after,) = panel.output.outputs
+    assert after["output_type"] == "display_data" and "image/png" in after["data"]
+    assert after["data"]["image/png"] != before["data"]["image/png"]
+
+
 def test_without_an_event_loop_a_move_updates_at_once(course_model):
     panel = occlusion_panel.OcclusionPanel(course_model, cu.make_shapes(1, seed=105).images[0])
     panel.stride.value = 8
