@@ -12,6 +12,8 @@ Works with ipywidgets 7.7 and 8.
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import time
 from collections.abc import Callable
 
@@ -60,6 +62,13 @@ def draw_occlusion(image: np.ndarray, result: occ.OcclusionResult, *, patch: int
     fig.suptitle(label, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def figure_png(fig) -> str:
+    """The figure as a base64-encoded PNG, as notebook outputs hold images."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _event_loop_schedule(callback: Callable) -> None:
@@ -128,8 +137,6 @@ class OcclusionPanel:
         captures only what the kernel sends on behalf of the request being run, and an update
         run later from the event loop (see :meth:`_moved`) has none, so its figure was lost.
         """
-        from IPython.core.formatters import format_display_data
-
         s = self.settings
         start = time.perf_counter()
         self.result = compute(self.model, self.image, self.target, score=self.score, **s)
@@ -140,10 +147,10 @@ class OcclusionPanel:
                             f"(computed in {1e3 * self.last_seconds:.0f} ms)")
         fig = draw_occlusion(self.image, self.result, patch=s["patch"], stride=s["stride"],
                              score=self.score)
-        data, metadata = format_display_data(fig)
+        self.output.outputs = ({"output_type": "display_data", "metadata": {},
+                                "data": {"image/png": figure_png(fig),
+                                         "text/plain": "the occlusion map"}},)
         plt.close(fig)
-        self.output.outputs = ({"output_type": "display_data", "data": data,
-                                "metadata": metadata},)
 
     def show(self) -> None:
         """Display the panel in the notebook."""
