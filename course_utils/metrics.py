@@ -376,7 +376,7 @@ def reinitialize(layer, rng: np.random.Generator) -> None:
 
 def randomization_cascade(model, method: Callable, images, target=None, *,
                           layers: list[str] | None = None, seed: int = 0,
-                          value_range=UNIT_RANGE, **settings) -> Cascade:
+                          **settings) -> Cascade:
     """The cascading model-parameter randomization test (Adebayo et al. 2018).
 
     The maps of the trained model are compared with the maps of a copy whose layers are
@@ -398,14 +398,13 @@ def randomization_cascade(model, method: Callable, images, target=None, *,
         layers: the layers to randomise, in order (default: every layer with weights, from the
             output down; see :func:`weighted_layers`).
         seed: seeds the new weights.
-        value_range: the range the images must lie in, or None.
-        **settings: passed on to ``method``.
+        **settings: passed on to ``method`` (``value_range`` too, if given).
 
     Returns:
         A :class:`Cascade`: the maps and their rank correlations with the trained model's,
         step by step.
     """
-    x, t = prepare(model, images, target, value_range)
+    x, t = prepare(model, images, target, settings.get("value_range", UNIT_RANGE))
     trained_logits = forward_logits(model, x)
     t = np.where(t < 0, trained_logits.argmax(axis=1), t).astype(np.int32)
     names = weighted_layers(model) if layers is None else list(layers)
@@ -418,7 +417,7 @@ def randomization_cascade(model, method: Callable, images, target=None, *,
     for step, name in enumerate([None, *names]):
         if name is not None:
             reinitialize(_find_layer(copy, name), rng)
-        maps.append(as_maps(method(copy, x, t, value_range=value_range, **settings),
+        maps.append(as_maps(method(copy, x, t, **settings),
                             f"the maps of step {step}"))
         agreement.append((forward_logits(copy, x).argmax(1) == trained_logits.argmax(1)).mean())
     maps = np.stack(maps)
