@@ -53,6 +53,12 @@ def test_sync_is_idempotent():
                          "TensorFlow starts\nimport numpy as np\n\ncu.setup(seed=0)")
 
 
+def test_lines_above_the_course_import_are_kept_below_it():
+    once = colab_setup.setup_cell("import time\nimport course_utils as cu\n\ncu.setup(seed=0)", URL)
+    assert once.endswith("TensorFlow starts\nimport time\n\ncu.setup(seed=0)")
+    assert colab_setup.setup_cell(once, URL) == once
+
+
 def test_setup_cell_on_colab_clones_the_address_and_runs_the_installer(monkeypatch):
     """The header's Colab branch, run with a stand-in google.colab and no network."""
     calls = []

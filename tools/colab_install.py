@@ -86,11 +86,11 @@ def install(root: Path = ROOT, extras: str = "colab", reinstall: bool = False) -
     start = time.perf_counter()
     print("Installing the course and what this Python lacks (about a minute on Colab)...")
     held = held_versions(project)
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
-        constraints.write("".join(f"{n}=={v}\n" for n, v in held.items()))
-    _pip("-c", constraints.name, f"{root}[{extras}]")
+    with tempfile.TemporaryDirectory() as tmp:
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text("".join(f"{n}=={v}\n" for n, v in held.items()))
+        _pip("-c", str(constraints), f"{root}[{extras}]")
     _pip("--no-deps", alibi_requirement(project))
-    Path(constraints.name).unlink()
     importlib.invalidate_caches()  # the running kernel finds the new packages
     kept = ", ".join(f"{n} {v}" for n, v in held.items())
     print(f"Done in {time.perf_counter() - start:.0f} s (kept as installed: {kept}).")

@@ -11,7 +11,7 @@ after adding a notebook or changing the address (``make colab-setup``).
 
 The setup cell starts with a generated header that, on Colab only, clones the repository and
 runs tools/colab_install.py inside the kernel; it ends with ``import course_utils as cu``. The
-notebook's own lines after that import (its imports, ``cu.setup(seed=…)``) are kept as they are.
+notebook's own lines (its imports, ``cu.setup(seed=…)``) are kept, below that import.
 Off Colab the header only imports ``sys``, so the cell's outputs do not change.
 """
 
@@ -66,11 +66,19 @@ def setup_header(url: str) -> str:
 
 
 def setup_cell(source: str, url: str) -> str:
-    """``source`` (a first code cell) with everything up to its course_utils import replaced."""
+    """``source`` (a first code cell) headed by the generated header.
+
+    A cell that already has a header gets it regenerated (everything up to its course_utils
+    import is replaced). A plain cell keeps all its lines: those above its course_utils import
+    (``import time``, say) move just below the header's import.
+    """
     match = IMPORT_LINE.search(source)
     if match is None:
         raise ValueError("the first code cell has no `import course_utils as cu` line")
-    return setup_header(url) + source[match.end():]
+    before, after = source[:match.start()], source[match.end():]
+    if before.strip() and not before.startswith(HEADER.splitlines()[0]):
+        after = "\n" + before.strip("\n") + after
+    return setup_header(url) + after
 
 
 def first_code_cell(nb):
