@@ -224,12 +224,23 @@ def search_panel(model, images: np.ndarray, labels=None, *, layers=None, k: int 
 
     layer.observe(follow_layer, names="value")
 
-    def show(layer: str, channel: int):
-        result = features.top_k(*maxima[layer], fields[layer], layer, channel, k)
-        draw_search(images, result, labels)
-        plt.show()
+    picture = w.Image(format="png")
 
-    return w.interactive(show, layer=layer, channel=channel)
+    def show(change=None):
+        result = features.top_k(*maxima[layer.value], fields[layer.value], layer.value,
+                                channel.value, k)
+        fig = draw_search(images, result, labels)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=fig.dpi)
+        plt.close(fig)
+        picture.value = buffer.getvalue()
+
+    for control in (layer, channel):
+        control.observe(show, names="value")
+    show()
+    # An Image widget, not an Output widget: its picture is set directly, so it shows however
+    # the update is triggered (an Output widget only captures during a cell's own execution).
+    return w.VBox([w.HBox([layer, channel]), picture])
 
 
 # --- the explorer of notebook 11 (its own module; imported last, so it may use this one) -------

@@ -89,9 +89,10 @@ def test_the_pure_rendering_functions():
 def test_the_search_panel_follows_the_layer(untrained):
     shapes = cu.make_shapes(60, seed=107)
     panel = widgets.search_panel(untrained, shapes.images, shapes.labels, k=4)
-    layer, channel = panel.children[:2]
+    (layer, channel), picture = panel.children[0].children, panel.children[1]
     assert layer.value == "conv4" and channel.max == 127
+    first = picture.value
     layer.value = "conv1"
     assert channel.max == 15
-    channel.value = 7                                # redraws without error
-    assert channel.value == 7
+    channel.value = 7                                # redraws the picture itself
+    assert channel.value == 7 and picture.value[:4] == b"\x89PNG" and picture.value != first
