@@ -29,8 +29,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check course_utils tests benchmarks tools
 
 # Unit tests and every notebook (nbval, strict: all outputs compared) in one pytest run.
+# Each stack keeps its own matplotlib font cache: a cache written by another installation names
+# font files that may be gone, and matplotlib's "findfont" warnings would then break nbval.
 test: lint browser
-	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
+	MPLCONFIGDIR=$(VENV)/matplotlib $(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
 		--sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600 --durations=15
 	$(MAKE) test-colab-stack
 
@@ -80,7 +82,7 @@ $(COLAB_VENV)/.installed: $(COLAB_VENV)/.base pyproject.toml tools/colab_install
 # JupyterLab and the browser are tested on the local stack only (Colab has its own front end);
 # the student edition too: its notebooks are the instructor's minus the solutions, which run here.
 test-colab-stack: $(COLAB_VENV)/.installed
-	$(COLAB_BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
+	MPLCONFIGDIR=$(COLAB_VENV)/matplotlib $(COLAB_BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
 		--ignore=tests/test_course_server.py --ignore=tests/test_browser.py \
 		--ignore=tests/test_student_edition.py \
 		--sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600 --durations=5
