@@ -39,7 +39,7 @@ from .checks import as_image_batch, as_targets
 from .data import CLASS_NAMES, PHOTOS, _size_of, center_crop_resize, load_photo, make_shapes
 from .errors import CourseError
 from .models import conv_layer_names
-from .occlusion_panel import _event_loop_schedule
+from .occlusion_panel import LatestWins, _event_loop_schedule
 from .plotting import normalize_map, show_image
 from .widgets import image_png
 
@@ -621,7 +621,8 @@ class Explorer:
                               *[w.HBox([box, cost, *controls.values()])
                                 for box, cost, controls in self.rows.values()]])
         self.result, self.computations, self.last_compute, self.last_draw = None, 0, 0.0, 0.0
-        self._due, self._quiet, self._uploads = False, False, 0
+        self._pending = LatestWins(self.update, schedule)
+        self._quiet, self._uploads = False, 0
         for control in (self.image, self.target, *self._method_controls()):
             control.observe(self._moved, names="value")
         self.update()
@@ -656,14 +657,8 @@ class Explorer:
                 for name, (box, _, controls) in self.rows.items() if box.value}
 
     def _moved(self, change=None) -> None:
-        if not self._due and not self._quiet:  # one update pending at most: later moves join it
-            self._due = True
-            self.schedule(self._run_due)
-
-    def _run_due(self) -> None:
-        if self._due:
-            self._due = False
-            self.update()
+        if not self._quiet:                  # one update pending at most: later moves join it
+            self._pending.request()
 
     def _uploaded(self, change) -> None:
         """Add the newest uploaded file to the image menu and show it, or say why it cannot."""

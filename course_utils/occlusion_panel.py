@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import time
 from collections.abc import Callable
 
@@ -22,6 +21,7 @@ import numpy as np
 
 from . import occlusion as occ
 from .data import CLASS_NAMES
+from .plotting import figure_png
 
 PANEL_PATCH, PANEL_STRIDE = 8, 6  # the panel's default: 122 forward passes per move
 
@@ -64,13 +64,6 @@ def draw_occlusion(image: np.ndarray, result: occ.OcclusionResult, *, patch: int
     return fig
 
 
-def figure_png(fig) -> str:
-    """The figure as a base64-encoded PNG, as notebook outputs hold images."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=fig.dpi)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def _event_loop_schedule(callback: Callable) -> None:
     """Run ``callback`` soon on the running event loop (the kernel's), or now if there is none."""
     try:
@@ -79,6 +72,25 @@ def _event_loop_schedule(callback: Callable) -> None:
         callback()
     else:
         loop.call_soon(callback)
+
+
+class LatestWins:
+    """Run ``callback`` once, soon, however many times :meth:`request` is called before it
+    runs: slider moves that arrive while a computation is pending join it, and the callback
+    then reads the controls' latest values (no queue of stale updates)."""
+
+    def __init__(self, callback: Callable, schedule: Callable[[Callable], None]):
+        self.callback, self.schedule, self.due = callback, schedule, False
+
+    def request(self, change=None) -> None:
+        if not self.due:
+            self.due = True
+            self.schedule(self._run)
+
+    def _run(self) -> None:
+        if self.due:
+            self.due = False
+            self.callback()
 
 
 class OcclusionPanel:
@@ -110,9 +122,9 @@ class OcclusionPanel:
         self.widget = w.VBox([w.HBox([self.patch, self.stride, self.fill]), self.label,
                               self.output])
         self.computations, self.last_seconds, self.result = 0, 0.0, None
-        self._due = False
+        self._pending = LatestWins(self.update, schedule)
         for control in (self.patch, self.stride, self.fill):
-            control.observe(self._moved, names="value")
+            control.observe(self._pending.request, names="value")
         self.update()
 
     @property
@@ -120,22 +132,12 @@ class OcclusionPanel:
         """The current slider values."""
         return {"patch": self.patch.value, "stride": self.stride.value, "fill": self.fill.value}
 
-    def _moved(self, change=None) -> None:
-        if not self._due:               # one update pending at most: later moves join it
-            self._due = True
-            self.schedule(self._run_due)
-
-    def _run_due(self) -> None:
-        if self._due:
-            self._due = False
-            self.update()
-
     def update(self) -> None:
         """Compute and draw the map for the current slider values.
 
         The figure is put into the output widget's ``outputs`` directly: ``with self.output``
         captures only what the kernel sends on behalf of the request being run, and an update
-        run later from the event loop (see :meth:`_moved`) has none, so its figure was lost.
+        run later from the event loop (see :class:`LatestWins`) has none, so its figure was lost.
         """
         s = self.settings
         start = time.perf_counter()
@@ -147,9 +149,9 @@ class OcclusionPanel:
                             f"(computed in {1e3 * self.last_seconds:.0f} ms)")
         fig = draw_occlusion(self.image, self.result, patch=s["patch"], stride=s["stride"],
                              score=self.score)
+        png = base64.b64encode(figure_png(fig)).decode("ascii")
         self.output.outputs = ({"output_type": "display_data", "metadata": {},
-                                "data": {"image/png": figure_png(fig),
-                                         "text/plain": "the occlusion map"}},)
+                                "data": {"image/png": png, "text/plain": "the occlusion map"}},)
         plt.close(fig)
 
     def show(self) -> None:

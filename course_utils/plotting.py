@@ -5,6 +5,8 @@ Heatmaps are normalised here, for display only; the methods return raw maps.
 
 from __future__ import annotations
 
+import io
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -132,3 +134,10 @@ def confusion_matrix_plot(matrix: np.ndarray, class_names, ax=None, title: str |
     if title:
         ax.set_title(title)
     return ax
+
+
+def figure_png(fig) -> bytes:
+    """The figure as PNG bytes, at its own dpi (for widgets that show a picture)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi)
+    return buffer.getvalue()

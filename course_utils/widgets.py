@@ -19,7 +19,7 @@ import numpy as np
 from . import ascent, dream, features
 from .data import CLASS_NAMES
 from .models import conv_layer_names
-from .plotting import show_image
+from .plotting import figure_png, show_image
 
 # --- pure functions: what a panel shows ------------------------------------------------------
 
@@ -230,10 +230,8 @@ def search_panel(model, images: np.ndarray, labels=None, *, layers=None, k: int 
         result = features.top_k(*maxima[layer.value], fields[layer.value], layer.value,
                                 channel.value, k)
         fig = draw_search(images, result, labels)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=fig.dpi)
+        picture.value = figure_png(fig)
         plt.close(fig)
-        picture.value = buffer.getvalue()
 
     for control in (layer, channel):
         control.observe(show, names="value")
