@@ -119,7 +119,7 @@ ROWS: list[Row] = [
 
 
 def best_times(first: Callable, second: Callable, *, warmup: int = 1, rounds: int = 7,
-               budget: float = 3.0) -> tuple[float, float]:
+               budget: float = 10.0) -> tuple[float, float]:
     """The fastest of up to ``rounds`` runs of each function, after ``warmup`` untimed runs.
 
     The two are run in turn (first, second, first, ...) so that a change of load on a shared
