@@ -118,7 +118,7 @@ ROWS: list[Row] = [
 ]
 
 
-def best_times(first: Callable, second: Callable, *, warmup: int = 1, rounds: int = 7,
+def best_times(first: Callable, second: Callable, *, warmup: int = 1, rounds: int = 30,
                budget: float = 10.0) -> tuple[float, float]:
     """The fastest of up to ``rounds`` runs of each function, after ``warmup`` untimed runs.
 
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model: {model_name}\nmachine: {machine()}\n")
     start = time.perf_counter()
     print(format_table(benchmark(rows, tuple(args.sizes) if args.sizes else None)))
-    print(f"\nbest of 2 to 7 runs after a warm-up, method and bound in turn; "
+    print(f"\nbest of 2 to 30 runs (10 s per row) after a warm-up, method and bound in turn; "
           f"total {time.perf_counter() - start:.0f} s")
 
 
