@@ -10,7 +10,7 @@ dependency: its 1.x metadata asks for TensorFlow < 2.16 and its 2.x for numpy >=
 installed beside the course without its dependencies, for this measurement only.
 
 Both explain the same logit (the course's logits view of the model) of 64 images with a grey
-8×8 patch at stride 4 (225 positions), in batches of 64. The bound is the same number of forward
+8×8 patch at stride 4 (225 positions), in batches of 128. The bound is the same number of forward
 passes at the model's best batched throughput (see ``benchmarks.run``). The two maps are
 compared too: xplique adds the drops of the patches covering a pixel, the course averages them,
 so xplique's map is the course's times the number of covering patches.
@@ -23,7 +23,7 @@ import numpy as np
 import course_utils as cu
 from benchmarks.run import FORWARD, best_times, bound_functions, bound_run, load_model
 
-PATCH, STRIDE, GREY, N_IMAGES, BATCH = 8, 4, 0.5, 64, 64
+PATCH, STRIDE, GREY, N_IMAGES, BATCH = 8, 4, 0.5, 64, 128
 
 
 def peer_occlusion(model, images: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -48,7 +48,7 @@ def main() -> None:
     images = cu.make_shapes(N_IMAGES, seed=100).images
     targets = model.predict(images, verbose=0).argmax(axis=1)
     course = cu.occlusion.occlusion(model, images, targets, patch=PATCH, stride=STRIDE,
-                                    fill=GREY, score="logit_drop")
+                                    fill=GREY, score="logit_drop", batch_size=BATCH)
     peer = peer_occlusion(model, images, targets)
     scaled = course * covering_patches(images.shape[1])
     agree = np.corrcoef(scaled.ravel(), peer.ravel())[0, 1]
@@ -59,7 +59,7 @@ def main() -> None:
     bound = bound_run(bound_functions(model)[FORWARD], images, passes)
     course_s, bound_s = best_times(
         lambda: cu.occlusion.occlusion(model, images, targets, patch=PATCH, stride=STRIDE,
-                                       fill=GREY, score="logit_drop"), bound)
+                                       fill=GREY, score="logit_drop", batch_size=BATCH), bound)
     peer_s, bound_again = best_times(lambda: peer_occlusion(model, images, targets), bound)
     bound_s = min(bound_s, bound_again)
     print(f"bound ({passes} x forward per image): {bound_s:.2f} s")

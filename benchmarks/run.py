@@ -31,7 +31,7 @@ import course_utils as cu
 from course_utils import cam, dream, features, gradients, occlusion, perturbation, widgets
 
 FORWARD, FORWARD_BACKWARD = "forward", "forward+backward"
-BOUND_BATCH = 64  # images per pass when a bound needs many (SmoothGrad's default batch size)
+BOUND_BATCH = 128  # images per pass when a bound needs many (forward: 1% faster than 64 on 2 cores)
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,8 @@ import numpy as np
 
 from .errors import CourseError
 from .gradients import UNIT_RANGE, _check_choice, prepare
-from .occlusion import _is_int, fill_images, forward_logits, occluded_logits
+from .occlusion import BATCH_SIZE, _is_int, fill_images, forward_logits, occluded_logits
 
-BATCH_SIZE = 64
 SEGMENTATIONS = ("quickshift", "slic")
 
 
