@@ -271,6 +271,11 @@ def predict_logits(model, images, batch_size: int = 256):
                            for i in range(0, len(images), batch_size)])
 
 
+def accuracy(model, images, labels) -> float:
+    """Share of images whose highest logit is the label."""
+    return float(np.mean(predict_logits(model, images).argmax(axis=1) == labels))
+
+
 # --- ImageNet models ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .data import make_shapes
 from .errors import CourseError
-from .models import CUE_CLASS, DATA_DIR, MANIFEST, build_course_cnn, file_sha256, predict_logits
+from .models import CUE_CLASS, DATA_DIR, MANIFEST, accuracy, build_course_cnn, file_sha256
 from .setup import setup
 
 TRAIN_SEED, VAL_SEED, TEST_SEED = 1, 2, 2024  # the test seed is used for nothing else
@@ -27,11 +27,6 @@ RECIPES = {
     "shapes_cnn": {"cue_class": None, "n_train": 24_000, "epochs": 10},
     "shapes_cnn_cue": {"cue_class": CUE_CLASS, "n_train": 24_000, "epochs": 10},  # same recipe
 }
-
-
-def accuracy(model, images, labels) -> float:
-    """Share of images whose highest logit is the label."""
-    return float(np.mean(predict_logits(model, images).argmax(axis=1) == labels))
 
 
 def cue_report(model, n: int = 2000) -> dict:
