@@ -16,24 +16,30 @@ def untrained():
 
 @pytest.fixture(scope="module")
 def class_images(course_model):
-    run = features.class_model_run(course_model, settings=features.REGULARISED, keep_every=200)
-    run.image(200)
+    run = features.class_model_run(course_model, settings=features.REGULARISED, keep_every=300)
+    run.image(300)
     return run
 
 
 # --- class model and channel visualization ------------------------------------------------------
 
+# What notebook 05 claims of its class models (300 steps): each is seen as its class with
+# P > 0.99, and its margin rose over the run. Measured under COURSE_PERTURB (weights and images
+# moved by 1e-6, as another CPU moves the last bits), 40 runs: at 300 steps the smallest final
+# margin of any class was 12.6 (P > 0.9999); at 200 steps the square's ranged from -0.9 to 37,
+# and one run in 40 ended with the square seen as a circle. So the threshold is P > 0.99, and the
+# notebook runs 300 steps.
 def test_each_class_model_image_is_classified_as_its_class(course_model, class_images):
-    probs = features.probabilities(course_model, class_images.image(200))
+    probs = features.probabilities(course_model, class_images.image(300))
     assert list(probs.argmax(1)) == list(range(len(cu.CLASS_NAMES)))
-    assert probs[np.arange(6), np.arange(6)].min() >= 0.9
+    assert probs[np.arange(6), np.arange(6)].min() > 0.99
 
 
 def test_the_class_score_rises_over_the_run(course_model, class_images):
-    logits = tf.constant(cu.models.predict_logits(course_model, class_images.image(200)))
+    logits = tf.constant(cu.models.predict_logits(course_model, class_images.image(300)))
     final = features.class_score(logits, tf.range(6), "margin").numpy()
     history = class_images.scores                    # (steps, classes): margins of the jittered
-    assert np.all(history[0] < 0.1) and np.all(final > 5)     # from level or behind to ahead
+    assert np.all(history[0] < 0.1) and np.all(final > 0)     # from level or behind to ahead
     assert np.all(np.median(history[-20:], axis=0) > np.median(history[10:30], axis=0))
 
 
