@@ -4,7 +4,8 @@
   dense layer: the feature maps of the last conv layer, weighted by that dense layer's weights.
 - :func:`grad_cam`: Grad-CAM (Selvaraju et al. 2017), for any layer with feature maps: the
   weights are the spatially averaged gradients of the class logit. For a GAP + dense model, at
-  the last conv layer, it is CAM up to a positive factor.
+  the layer CAM uses (its default layer, :func:`default_cam_layer`), it is CAM up to a positive
+  factor.
 - :func:`guided_grad_cam`: guided backpropagation times the upsampled Grad-CAM map.
 - :func:`hires_cam`: HiResCAM (Draelos & Carin 2020): gradient times feature map at every
   position, without Grad-CAM's average (notebook 03 shows where the two differ).
@@ -49,15 +50,37 @@ def last_conv_layer(model) -> str:
     return names[-1]
 
 
+# Layers that keep the feature maps of the convolution before them, position by position.
+PER_POSITION = (keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.Activation)
+
+
+def default_cam_layer(model) -> str:
+    """Grad-CAM's default layer: the feature maps that reach the classifier's head.
+
+    Walk back from the output past the head (softmax, dense, dropout, global pooling) to the
+    first layer with feature maps (N, h, w, channels). If it is a batch norm or an activation,
+    it is the default: EfficientNet-Lite0's ``head_conv → head_bn → head_relu → gap`` gives
+    ``"head_relu"`` (MobileNetV2 ``"out_relu"``), the maps CAM weights, where the last
+    convolution ``head_conv`` would miss the batch norm and the ReLU6. Otherwise (the course
+    CNN's ``conv4``, with its ReLU inside; a max pooling, as in VGG) it is the last convolution
+    layer.
+    """
+    last_conv = last_conv_layer(model)
+    for layer in _last_layers(model, count=8):                  # output first
+        if len(layer.output.shape) == 4:
+            return layer.name if isinstance(layer, PER_POSITION) else last_conv
+    return last_conv
+
+
 def feature_map_layer(model, layer: str | None) -> str:
-    """Check ``layer`` (default: the last conv layer) and return its name.
+    """Check ``layer`` (default: :func:`default_cam_layer`) and return its name.
 
     A layer qualifies when its output is a stack of feature maps (N, h, w, channels): a
     convolution, or a pooling, normalisation or activation layer right after one (MobileNetV2's
     ``"out_relu"``, say).
     """
     if layer is None:
-        return last_conv_layer(model)
+        return default_cam_layer(model)
     if not isinstance(layer, str):
         raise CourseError(f"layer must be a layer's name (a string); got {layer!r}.")
     check_layer_name(model, layer)
@@ -230,7 +253,8 @@ def grad_cam(model, images, target=None, *, layer: str | None = None, relu: bool
         model: any Keras image classifier with a convolutional layer (not changed).
         images: float32 (N, H, W, C) or one image (H, W, C), in the model's input range.
         target: None (the predicted class), one class index, or one per image.
-        layer: the name of a layer with feature maps (default: the last conv layer).
+        layer: the name of a layer with feature maps (default: the maps that reach the head,
+            :func:`default_cam_layer`).
         relu: apply the ReLU (the paper does; False shows the negative evidence too).
         upsample: return maps at image resolution (N, H, W), bilinear; else (N, h, w).
         batch_size: images per pass.

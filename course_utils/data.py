@@ -1,5 +1,6 @@
 """The course's data: a generated shapes data set with ground-truth masks, a few real photos that
-ship with scikit-image, and a loader for a class-per-subfolder image folder.
+ship with installed packages (scikit-image, matplotlib, scikit-learn), and a loader for a
+class-per-subfolder image folder.
 
 The shapes data set is what every notebook runs on offline. Each 64×64 RGB image holds one shape
 of a known class at a random position, size, rotation and colour, over a textured, noisy
@@ -302,8 +303,53 @@ def _render(rng, out: Shapes, part: slice, with_cue, distractor: bool) -> None:
 
 # --- real photos ------------------------------------------------------------------------------
 
-PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")  # the cat in skimage.data is "chelsea"
-_PHOTO_ALIASES = {"cat": "chelsea"}
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")  # the default set; the cat is "chelsea"
+
+
+def _skimage_photo(name: str) -> np.ndarray:
+    import skimage.data
+
+    return getattr(skimage.data, name)()
+
+
+def _stereo_motorcycle() -> np.ndarray:
+    import skimage.data
+
+    return skimage.data.stereo_motorcycle()[0]          # the left view of the stereo pair
+
+
+def _matplotlib_sample(filename: str) -> np.ndarray:
+    import skimage.io
+    from matplotlib import cbook
+
+    return skimage.io.imread(cbook.get_sample_data(filename, asfileobj=False))
+
+
+def _sklearn_sample(filename: str) -> np.ndarray:
+    try:
+        from sklearn.datasets import load_sample_image
+    except ImportError as e:  # scikit-learn comes with lime, a course dependency
+        raise CourseError("This photo ships with scikit-learn, which is not installed: "
+                          "`pip install scikit-learn`.") from e
+    return load_sample_image(filename)
+
+
+# Every photo load_photo can open: name -> (the package it ships with, how to read it). All ship
+# with scikit-image 0.22 and 0.25, matplotlib 3.10 and 3.11, scikit-learn 1.6 and 1.9 (checked on
+# both of the course's stacks); "camera" is grayscale and comes back as RGB.
+PHOTO_SOURCES = {
+    "chelsea": ("scikit-image", lambda: _skimage_photo("chelsea")),
+    "coffee": ("scikit-image", lambda: _skimage_photo("coffee")),
+    "astronaut": ("scikit-image", lambda: _skimage_photo("astronaut")),
+    "rocket": ("scikit-image", lambda: _skimage_photo("rocket")),
+    "motorcycle": ("scikit-image", _stereo_motorcycle),
+    "camera": ("scikit-image", lambda: _skimage_photo("camera")),
+    "grace_hopper": ("matplotlib", lambda: _matplotlib_sample("grace_hopper.jpg")),
+    "china": ("scikit-learn", lambda: _sklearn_sample("china.jpg")),
+    "flower": ("scikit-learn", lambda: _sklearn_sample("flower.jpg")),
+}
+ALL_PHOTOS = tuple(PHOTO_SOURCES)
+_PHOTO_ALIASES = {"cat": "chelsea", "stereo_motorcycle": "motorcycle"}
 
 
 def _size_of(size) -> tuple[int, int]:
@@ -346,22 +392,25 @@ def center_crop_resize(image: np.ndarray, size) -> np.ndarray:
 
 
 def load_photo(name: str, size=224) -> np.ndarray:
-    """A real photo that ships with scikit-image, centre-cropped and resized.
+    """A real photo that ships with an installed package, centre-cropped and resized.
 
     Args:
-        name: one of ``PHOTOS`` (``"cat"`` is accepted for ``"chelsea"``).
+        name: one of ``ALL_PHOTOS`` (see ``PHOTO_SOURCES``; ``"cat"`` is accepted for
+            ``"chelsea"``).
         size: int, (height, width), or a Keras model whose input size to use.
 
     Returns:
-        float32 (height, width, 3) in [0, 1]. An ImageNet model needs its own preprocessing on
+        float32 (height, width, 3) in [0, 1]. An ImageNet model may need its own preprocessing on
         top (see ``load_imagenet_model``).
     """
-    import skimage.data
-
     key = _PHOTO_ALIASES.get(name, name)
-    if key not in PHOTOS:
-        raise CourseError(f"Unknown photo {name!r}; choose one of {', '.join(PHOTOS)} (or 'cat').")
-    return center_crop_resize(getattr(skimage.data, key)(), size)
+    if key not in PHOTO_SOURCES:
+        raise CourseError(f"Unknown photo {name!r}; choose one of {', '.join(ALL_PHOTOS)} "
+                          "(or 'cat').")
+    image = np.asarray(PHOTO_SOURCES[key][1]())
+    if image.ndim == 2:                                  # grayscale: three equal channels
+        image = np.repeat(image[..., None], 3, axis=-1)
+    return center_crop_resize(image[..., :3], size)
 
 
 def load_photos(names=PHOTOS, size=224) -> np.ndarray:

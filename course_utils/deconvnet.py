@@ -18,7 +18,12 @@ deconvnet rule ``max(signal, 0)`` replaces ordinary backpropagation. ``rule="van
 backpropagation of the same unit (notebook 08 and the tests check both routes agree).
 
 The projection handles the layers of the course CNN: ``InputLayer``, ``Conv2D`` with a ReLU (or no)
-activation and ``MaxPooling2D`` with non-overlapping windows, in a single chain.
+activation and ``MaxPooling2D`` with non-overlapping windows, in a single chain, and a
+``Rescaling`` of the input (EfficientNet-Lite0's ``normalize``). Most networks built since 2014 are
+not of its kind: EfficientNet-Lite0 has no max pooling (so no switches) and has depthwise
+convolutions, batch norms, ReLU6 and skip connections. On it the deconvnet projects only from the
+first convolution, and for any deeper layer a CourseError says why; :func:`unit_gradient` (the same
+backward rules, as a gradient) works on any network.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from . import deconv
 from .checks import as_image_batch
 from .errors import CourseError
 from .gradients import backprop_model, pre_activation, reduce_channels
-from .models import check_layer_name, conv_layer_names
+from .models import check_layer_name
 
 RULES = {"deconvnet": deconv.deconvnet_relu_backward,   # Zeiler & Fergus: positive signal
          "guided": deconv.guided_relu_backward,         # Springenberg et al.: both
@@ -46,12 +51,12 @@ class Step:
     """What the forward pass records at one layer, for the way back.
 
     Attributes:
-        layer: the Keras layer (Conv2D or MaxPooling2D).
+        layer: the Keras layer (Conv2D, MaxPooling2D or Rescaling).
         input_shape: (N, H, W, C) of the layer's input: the shape the way back returns to.
         pre_activation: for a Conv2D, its output before the ReLU, z (the vanilla and guided
-            rules look at it); None for a pooling layer.
+            rules look at it); None for the others.
         switches: for a MaxPooling2D, where each maximum came from (indices into the flattened
-            input, see :func:`course_utils.deconv.max_pool_with_switches`); None for a Conv2D.
+            input, see :func:`course_utils.deconv.max_pool_with_switches`); None for the others.
     """
 
     layer: keras.layers.Layer
@@ -77,31 +82,71 @@ def _relu_or_linear(layer) -> bool:
     return getattr(layer.activation, "__name__", "") in ("relu", "linear")
 
 
-def _check_handled(layer, model) -> None:
-    """Raise a CourseError unless the deconvnet knows how to go back through ``layer``."""
-    if isinstance(layer, keras.layers.InputLayer):
-        return
-    if isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D:
+def _unhandled(layer) -> str | None:
+    """Why the deconvnet cannot go back through ``layer``; None when it can."""
+    if isinstance(layer, keras.layers.InputLayer | keras.layers.Rescaling):
+        return None
+    if type(layer) is keras.layers.Conv2D:
         if not _relu_or_linear(layer):
-            raise CourseError(f"Layer {layer.name!r} has the activation "
-                              f"{layer.activation.__name__!r}; the deconvnet's un-ReLU only "
-                              "undoes a ReLU (or no activation).")
+            return (f"Layer {layer.name!r} has the activation {layer.activation.__name__!r}; the "
+                    "deconvnet's un-ReLU only undoes a ReLU (or no activation).")
         if max(layer.dilation_rate) > 1 or layer.groups > 1 or \
                 layer.data_format != "channels_last":
-            raise CourseError(f"Layer {layer.name!r} is dilated, grouped or channels-first; the "
-                              "course's deconvnet handles plain channels-last convolutions.")
-        return
+            return (f"Layer {layer.name!r} is dilated, grouped or channels-first; the course's "
+                    "deconvnet handles plain channels-last convolutions.")
+        return None
     if isinstance(layer, keras.layers.MaxPooling2D):
         size, strides = layer.pool_size, layer.strides
         if size[0] != size[1] or tuple(strides) != tuple(size) or layer.padding != "valid":
-            raise CourseError(f"Pooling layer {layer.name!r} has pool_size {size}, strides "
-                              f"{strides} and padding {layer.padding!r}; unpooling with switches "
-                              "here needs square windows that do not overlap (strides = "
-                              "pool_size) and 'valid' padding.")
-        return
-    raise CourseError(f"The deconvnet goes back through Conv2D (ReLU), MaxPooling2D and the "
-                      f"input only; layer {layer.name!r} is a {type(layer).__name__}. Project "
-                      f"from one of: {', '.join(conv_layer_names(model))}.")
+            return (f"Pooling layer {layer.name!r} has pool_size {size}, strides {strides} and "
+                    f"padding {layer.padding!r}; unpooling with switches here needs square "
+                    "windows that do not overlap (strides = pool_size) and 'valid' padding.")
+        return None
+    return (f"The deconvnet goes back through Conv2D (ReLU), MaxPooling2D, Rescaling and the "
+            f"input only; layer {layer.name!r} is a {type(layer).__name__}.")
+
+
+# Parts of newer networks that Zeiler & Fergus's deconvnet never had, by Keras layer type.
+NEWER_PARTS = {"DepthwiseConv2D": "depthwise convolutions",
+               "BatchNormalization": "batch normalisation", "ReLU": "separate ReLU(6) layers",
+               "Add": "skip connections (Add)"}
+
+
+def _not_its_kind(model) -> str:
+    """A sentence on what keeps ``model`` from the deconvnet as a whole ("" for the course CNN),
+    and the gradient route that works on any network."""
+    kinds = {type(layer).__name__ for layer in model.layers}
+    reasons = [] if "MaxPooling2D" in kinds else ["no max pooling (so no switches to record)"]
+    reasons += [what for kind, what in NEWER_PARTS.items() if kind in kinds]
+    if not reasons:
+        return ""
+    return (f" This network is not of the deconvnet's kind: {'; '.join(reasons)}. The "
+            "deconvnet's backward rule works on any network as a gradient: "
+            "cu.deconvnet.unit_gradient(model, images, layer, channel) for one unit, "
+            "cu.gradients.deconvnet(model, images) for a class.")
+
+
+def projectable_layers(model) -> list[str]:
+    """The Conv2D and MaxPooling2D layers the deconvnet can project from: those in the chain of
+    handled layers the model starts with."""
+    names, previous = [], None
+    for layer in model.layers:
+        chained = previous is None or isinstance(model, keras.Sequential) or \
+            layer.input is previous.output
+        if _unhandled(layer) is not None or not chained:
+            break
+        if isinstance(layer, keras.layers.Conv2D | keras.layers.MaxPooling2D):
+            names.append(layer.name)
+        previous = layer
+    return names
+
+
+def _check_handled(layer, model) -> None:
+    """Raise a CourseError, saying why, unless the deconvnet can go back through ``layer``."""
+    reason = _unhandled(layer)
+    if reason is not None:
+        raise CourseError(f"{reason}{_not_its_kind(model)} The deconvnet can project from: "
+                          f"{', '.join(projectable_layers(model)) or 'no layer of this model'}.")
 
 
 def layers_up_to(model, layer: str) -> list:
@@ -129,9 +174,9 @@ def layers_up_to(model, layer: str) -> list:
         chain.append(current)
         if current.name == layer:
             break
-    if isinstance(chain[-1], keras.layers.InputLayer):
-        raise CourseError(f"{layer!r} is the input; project from a convolution or pooling layer: "
-                          f"{', '.join(conv_layer_names(model))}.")
+    if not isinstance(chain[-1], keras.layers.Conv2D | keras.layers.MaxPooling2D):
+        raise CourseError(f"{layer!r} is the input or its rescaling; project from a convolution "
+                          f"or pooling layer: {', '.join(projectable_layers(model))}.")
     return chain
 
 
@@ -143,7 +188,8 @@ def forward_with_switches(model, images, layer: str) -> tuple[np.ndarray, list[S
     pre-activation and each max pooling's switches.
 
     Args:
-        model: the course CNN (or any single chain of Conv2D/ReLU and MaxPooling2D layers).
+        model: the course CNN (or any single chain of Conv2D/ReLU and MaxPooling2D layers,
+            after an optional Rescaling of the input).
         images: float32 (N, H, W, 3) in [0, 1], or one image (H, W, 3).
         layer: the name of a Conv2D or MaxPooling2D layer.
 
@@ -157,6 +203,9 @@ def forward_with_switches(model, images, layer: str) -> tuple[np.ndarray, list[S
             pooled, switches = deconv.max_pool_with_switches(x, current.pool_size[0])
             steps.append(Step(current, x.shape, switches=switches))
             x = pooled
+        elif isinstance(current, keras.layers.Rescaling):
+            steps.append(Step(current, x.shape))
+            x = np.asarray(current(x))
         elif isinstance(current, keras.layers.Conv2D):
             z = pre_activation(current, tf.constant(x)).numpy()
             steps.append(Step(current, x.shape, pre_activation=z))
@@ -258,7 +307,8 @@ def backward(signal: np.ndarray, steps: list[Step], rule: str = "deconvnet") -> 
     """Go back down from a layer's output space to the pixels.
 
     For each recorded step, last first: a pooling layer unpools with its switches; a Conv2D
-    applies the ReLU ``rule`` (un-ReLU for the deconvnet), then its transposed convolution.
+    applies the ReLU ``rule`` (un-ReLU for the deconvnet), then its transposed convolution; a
+    Rescaling (x·scale + offset) multiplies by its scale.
 
     Args:
         signal: (N, h, w, C), in the output space of the last step's layer.
@@ -271,6 +321,8 @@ def backward(signal: np.ndarray, steps: list[Step], rule: str = "deconvnet") -> 
     for step in reversed(steps):
         if step.switches is not None:
             signal = deconv.unpool(signal, step.switches, step.input_shape)
+        elif isinstance(step.layer, keras.layers.Rescaling):
+            signal = signal * np.asarray(step.layer.scale, np.float32)  # the offset: like a bias
         else:
             if step.layer.activation.__name__ == "relu":
                 signal = RULES[rule](signal, step.pre_activation).astype(np.float32)
@@ -364,7 +416,8 @@ def receptive_field(model, layer: str, row: int, col: int) -> tuple[int, int, in
         layer: a Conv2D or MaxPooling2D layer's name.
         row, col: the unit's position in the layer's maps.
     """
-    chain = [c for c in layers_up_to(model, layer) if not isinstance(c, keras.layers.InputLayer)]
+    chain = [c for c in layers_up_to(model, layer)          # a Rescaling moves no pixel
+             if isinstance(c, keras.layers.Conv2D | keras.layers.MaxPooling2D)]
     h, w = chain[-1].output.shape[1:3]
     if not (0 <= row < h and 0 <= col < w):
         raise CourseError(f"({row}, {col}) is outside the {h}×{w} maps of layer {layer!r}.")
@@ -448,22 +501,28 @@ def unit_gradient(model, images, layer: str, channel, *, position=None,
     with every ReLU backpropagating by ``rule`` (:func:`course_utils.gradients.backprop_model`).
 
     The same unit as :func:`project` (its strongest, or ``position``). With ``signal=1.0``,
-    ``project`` gives the same numbers: the two routes agree.
+    ``project`` gives the same numbers: the two routes agree. Unlike :func:`project` it needs no
+    switches, so it works on any network (EfficientNet-Lite0's depthwise convolutions, batch
+    norms, ReLU6 and skip connections too) and any layer with feature maps.
 
     Returns:
         float32 (N, H, W, 3).
     """
     _check_rule(rule)
-    activations, _ = forward_with_switches(model, images, layer)
-    channels = _per_image(channel, len(activations), "channel")
-    _check_channels(channels, activations, layer)
-    positions = _positions(position, activations, channels, layer)
     view = backprop_model(model, rule, layer_names=[layer])
     x = tf.constant(as_image_batch(images, model))
-    one_hot = keep_one_unit(activations, channels, positions, signal=1.0)   # picks the units
     with tf.GradientTape() as tape:
         tape.watch(x)
-        units = tf.reduce_sum(view(x, training=False)[0] * one_hot)
+        activations = view(x, training=False)[0]
+        values = activations.numpy()
+        if values.ndim != 4:
+            raise CourseError(f"Layer {layer!r} outputs {values.shape[1:]}, not feature maps "
+                              "(h, w, channels); choose a convolution layer.")
+        channels = _per_image(channel, len(values), "channel")
+        _check_channels(channels, values, layer)
+        positions = _positions(position, values, channels, layer)
+        one_hot = keep_one_unit(values, channels, positions, signal=1.0)    # picks the units
+        units = tf.reduce_sum(activations * one_hot)
     return tape.gradient(units, x).numpy()
 
 

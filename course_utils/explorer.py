@@ -16,8 +16,12 @@ computes nothing, changing one setting recomputes one map, and going back to an 
 costs nothing. Like the occlusion panel, moves that arrive during a computation are coalesced:
 the next update reads the controls' *latest* values. Works with ipywidgets 7.7 and 8.
 
-An ImageNet model from :func:`course_utils.load_imagenet_model` works too: pass it as it is, and
-the panel feeds the model its preprocessed images and names the 1,000 classes.
+Given no model, the panel opens on a real network, EfficientNet-Lite0 with its ImageNet weights
+(``cu.load_imagenet_model("efficientnet_lite0")``, offline), with the sample photos. Any ImageNet
+model from :func:`course_utils.load_imagenet_model` works too: pass it as it is, and the panel
+feeds the model its preprocessed images and numbers and names the 1,000 classes ("134: crane",
+"517: crane"). On such 224×224 images a pass costs far more than on the course's 64×64 shapes, so
+the many-pass methods start with fewer passes there (see :data:`METHODS`).
 """
 
 from __future__ import annotations
@@ -36,9 +40,9 @@ import numpy as np
 
 from . import cam, gradients, occlusion, perturbation
 from .checks import as_image_batch, as_targets
-from .data import CLASS_NAMES, PHOTOS, _size_of, center_crop_resize, load_photo, make_shapes
+from .data import ALL_PHOTOS, CLASS_NAMES, _size_of, center_crop_resize, load_photo, make_shapes
 from .errors import CourseError
-from .models import conv_layer_names
+from .models import conv_layer_names, load_imagenet_model
 from .occlusion_panel import LatestWins, _event_loop_schedule
 from .plotting import normalize_map, show_image
 from .widgets import image_png
@@ -77,8 +81,9 @@ class Classifier:
         return x if self.preprocess is None else np.asarray(self.preprocess(x), np.float32)
 
     def grey(self) -> float:
-        """A mid-grey pixel (0.5 in [0, 1]) as the model sees it."""
-        return float(self.input(np.full((1, 1, 3), 0.5, np.float32)).mean())
+        """A mid-grey pixel (0.5 in [0, 1]) as the model sees it (a whole grey image goes
+        through the preprocessing, which may check the image's size)."""
+        return float(self.input(np.full((*self.size, 3), 0.5, np.float32)).mean())
 
 
 def _imagenet_names(decode: Callable, n: int) -> tuple[str, ...]:
@@ -209,9 +214,36 @@ def _lime(c: Classifier, image, target, *, n_samples: int):
         hide_color=c.grey(), value_range=c.value_range).map
 
 
+SMALL = 64  # the side of the course's images, where every method not marked slow is cheap
+
+
+def _occlusion_defaults(side: int) -> dict:
+    """On the course's images, a patch of 1/8 of the side moved by 3/32 of it (8 and 6 at 64:
+    122 passes). On larger ones (an ImageNet CNN, where a pass costs about 60 times more:
+    EfficientNet-Lite0 forward at 34 images/s against the course CNN's 2,072, on one loaded
+    machine), a coarse grid: a patch of 1/4 of the side moved by 3/16 of it (56 and 42 at 224:
+    26 passes)."""
+    if side <= SMALL:
+        return {"patch": side // 8, "stride": max(1, 3 * side // 32)}
+    return {"patch": side // 4, "stride": 3 * side // 16}
+
+
+def _samples(side: int, small: int, large: int) -> int:
+    """``small`` samples (passes) on the course's images, ``large`` on larger ones."""
+    return small if side <= SMALL else large
+
+
+# At 224×224 on EfficientNet-Lite0, on 2 CPU cores shared with other work (load 2 to 3.5; the
+# forward pass at 84 images/s), one map at the defaults took: saliency, Grad-CAM, guided backprop
+# and guided Grad-CAM 0.03-0.1 s; SmoothGrad (10 samples) 0.4-0.5 s; occlusion (26 passes)
+# 0.3-1.0 s; RISE (200 masks) 2-8 s; LIME (100 samples) 1.7-5 s. A method's first map also
+# compiles its view of the model: 2-4 s, once.
+
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("saliency", _saliency, on=True),
-    Method("SmoothGrad", _smoothgrad, defaults=lambda side, layer: {"n_samples": 25},
+    Method("SmoothGrad", _smoothgrad,
+           defaults=lambda side, layer: {"n_samples": _samples(side, 25, 10)},
            sliders=lambda side: {"n_samples": (5, 100, 5)}, on=True,
            passes=lambda size, s: s["n_samples"]),
     Method("Grad-CAM", _grad_cam, defaults=lambda side, layer: {"layer": layer}, on=True),
@@ -219,15 +251,16 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("guided Grad-CAM", _guided_grad_cam, defaults=lambda side, layer: {"layer": layer},
            passes=lambda size, s: 2),
     Method("occlusion", _occlusion, on=True, signed=True,
-           defaults=lambda side, layer: {"patch": side // 8, "stride": max(1, 3 * side // 32)},
+           defaults=lambda side, layer: _occlusion_defaults(side),
            sliders=lambda side: {"patch": (2, side // 2, 1), "stride": (1, side // 2, 1)},
            passes=lambda size, s: occlusion.n_passes(size, s["patch"], s["stride"]),
            kind="forward"),
-    Method("RISE", _rise, defaults=lambda side, layer: {"n_masks": 500}, slow=True,
+    Method("RISE", _rise, defaults=lambda side, layer: {"n_masks": _samples(side, 500, 200)},
+           slow=True,
            sliders=lambda side: {"n_masks": (100, 4000, 100)},
            passes=lambda size, s: s["n_masks"], kind="forward"),
-    Method("LIME", _lime, defaults=lambda side, layer: {"n_samples": 300}, slow=True,
-           signed=True,
+    Method("LIME", _lime, defaults=lambda side, layer: {"n_samples": _samples(side, 300, 100)},
+           slow=True, signed=True,
            sliders=lambda side: {"n_samples": (50, 2000, 50)},
            passes=lambda size, s: s["n_samples"], kind="forward", extra=" + superpixels"),
 )}
@@ -240,18 +273,26 @@ def method(name: str) -> Method:
     return METHODS[name]
 
 
+def cam_layers(model) -> list[str]:
+    """Grad-CAM's layer choices: every convolution layer, then its default layer last
+    (:func:`course_utils.cam.default_cam_layer`: EfficientNet-Lite0's ``head_relu``, the maps
+    after ``head_conv``'s batch norm and ReLU6; the course CNN's ``conv4``)."""
+    layers = conv_layer_names(model)
+    if not layers:
+        return []
+    default = cam.default_cam_layer(model)
+    return [name for name in layers if name != default] + [default]
+
+
 def method_settings(c: Classifier, name: str, settings: dict | None = None) -> dict:
     """A method's full settings: its defaults for this model, updated by ``settings``."""
-    layers = conv_layer_names(c.model)
+    layers = cam_layers(c.model)
     full = method(name).defaults(min(c.size), layers[-1] if layers else "")
     unknown = set(settings or {}) - set(full)
     if unknown:
         raise CourseError(f"{name} has no setting {', '.join(sorted(unknown))}; its settings "
                           f"are: {', '.join(full) or 'none'}.")
     return {**full, **(settings or {})}
-
-
-SMALL = 64  # the side of the course's images, where every method not marked slow is cheap
 
 
 def cheap(c: Classifier, name: str) -> bool:
@@ -575,6 +616,9 @@ def image_choices(c: Classifier, images=None, n: int = 16, seed: int = 1000):
             (x[i], None if labels is None else int(labels[i])) for i in range(len(x))}
 
 
+DEFAULT_MODEL = "efficientnet_lite0"   # the real network the panel opens on, offline
+
+
 class Explorer:
     """Choose an image, a class and methods; see the maps, the probabilities and the times.
 
@@ -590,10 +634,13 @@ class Explorer:
         last_compute, last_draw: seconds the last update spent computing and drawing.
     """
 
-    def __init__(self, model, images=None, *, class_names=None, preprocess=None, methods=None,
-                 photos=PHOTOS, schedule: Callable[[Callable], None] = _event_loop_schedule):
+    def __init__(self, model=None, images=None, *, class_names=None, preprocess=None,
+                 methods=None, photos=ALL_PHOTOS,
+                 schedule: Callable[[Callable], None] = _event_loop_schedule):
         import ipywidgets as w
 
+        if model is None:
+            model = load_imagenet_model(DEFAULT_MODEL)
         self.classifier = c = as_classifier(model, class_names, preprocess)
         self.schedule, self.cache = schedule, MapCache()
         self.sources = image_choices(c, images)
@@ -602,8 +649,9 @@ class Explorer:
             raise CourseError("The explorer has no image to show: pass images=... (N, H, W, 3) "
                               "in [0, 1], or keep the sample photos.")
         self.image = w.Dropdown(options=list(self.sources), description="image")
-        self.target = w.Dropdown(options=[("predicted", -1)] + [
-            (name, k) for k, name in enumerate(c.class_names)], value=-1, description="class")
+        self.target = w.Dropdown(options=[("predicted", -1)] + [   # numbered: two are "crane"
+            (f"{k}: {name}", k) for k, name in enumerate(c.class_names)], value=-1,
+            description="class")
         self.upload = w.FileUpload(accept="image/*", multiple=False, description="upload")
         self.upload.observe(self._uploaded, names="value")
         ticked = default_methods(c) if methods is None else \
@@ -636,7 +684,7 @@ class Explorer:
         controls = {}
         for setting, value in method_settings(c, name).items():
             if setting == "layer":
-                controls[setting] = w.Dropdown(options=conv_layer_names(c.model), value=value,
+                controls[setting] = w.Dropdown(options=cam_layers(c.model), value=value,
                                                description="layer")
             else:
                 low, high, step = m.sliders(min(c.size))[setting]
@@ -733,7 +781,7 @@ class Explorer:
         c = self.classifier
         image, _ = self.sources[self.image.value]
         target = None if self.target.value < 0 else self.target.value
-        layers = conv_layer_names(c.model)
+        layers = cam_layers(c.model)
         ahead = [[name] for name in METHODS if cheap(c, name)]
         ahead += [{"Grad-CAM": {"layer": layer}} for layer in layers] \
             if len(layers) <= max_layers else []
@@ -755,12 +803,13 @@ class Explorer:
         display(self.widget)
 
 
-def explorer(model, images=None, **options) -> Explorer:
+def explorer(model=None, images=None, **options) -> Explorer:
     """An :class:`Explorer` panel; displays it and returns it.
 
     Args:
         model: a Keras classifier that takes images in [0, 1], or what
-            ``cu.load_imagenet_model`` returns (its preprocessing and class names are used).
+            ``cu.load_imagenet_model`` returns (its preprocessing and class names are used);
+            None for EfficientNet-Lite0 with its ImageNet weights (:data:`DEFAULT_MODEL`).
         images: the test set: None (16 generated shapes for a 64×64 model), a
             ``cu.make_shapes`` result, or an array (N, H, W, 3) in [0, 1].
         **options: ``class_names``, ``preprocess``, ``methods`` (the names ticked at first),

@@ -302,6 +302,7 @@ IMAGENET = {  # name: (constructor, module, input side, weights file keras.appli
                      "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"),
     "xception": ("Xception", "xception", 299, "xception_weights_tf_dim_ordering_tf_kernels.h5"),
 }
+OFFLINE_IMAGENET = ("efficientnet_lite0",)  # weights from an installed package (course_utils.lite0)
 WEIGHTS_HOST = ("storage.googleapis.com", 443)
 CLASS_INDEX_FILE = "imagenet_class_index.json"
 
@@ -326,23 +327,50 @@ def _require_download(files: list[str], timeout: float) -> None:
             "folder. The rest of the course runs offline on the shapes models.") from e
 
 
+def _load_efficientnet_lite0(weights: str | None) -> ImageNetModel:
+    """EfficientNet-Lite0 from the installed weights package (no network), or random weights."""
+    from . import lite0
+    from .checks import as_image_batch
+
+    if weights not in ("imagenet", None):
+        raise CourseError(f"weights must be 'imagenet' or None; got {weights!r}.")
+    if weights is None:
+        model = lite0.build_efficientnet_lite0()
+    else:
+        model = perturb.perturb_model(lite0.load_efficientnet_lite0())  # no-op unless testing
+
+    def preprocess(images):
+        """Checks images in [0, 1] of the model's size and returns them as they are (a float32
+        batch): the model scales them itself, in its ``normalize`` layer."""
+        return as_image_batch(images, model)
+
+    return ImageNetModel(model, preprocess, lite0.decode, lite0.INPUT_SIZE)
+
+
 def load_imagenet_model(name: str = "mobilenet_v2", *, weights: str | None = "imagenet",
                         timeout: float = 5.0) -> ImageNetModel:
-    """A ``keras.applications`` ImageNet classifier, its preprocessing and its label decoder.
+    """An ImageNet classifier, its preprocessing and its label decoder.
 
-    Offline, it raises a CourseError within ``timeout`` seconds (plus a little) instead of hanging.
-    ``weights=None`` builds the same architecture with random weights and needs no network: the
-    tests use it.
+    ``"efficientnet_lite0"`` works offline: its weights come from an installed package and are
+    converted at first use (see :mod:`course_utils.lite0`); it takes images in [0, 1], so its
+    ``preprocess`` only checks them. The ``keras.applications`` models download their weights;
+    offline, they raise a CourseError within ``timeout`` seconds (plus a little) instead of
+    hanging. ``weights=None`` builds the same architecture with random weights and needs no
+    network: the tests use it.
 
     Args:
-        name: ``"mobilenet_v2"`` (224×224, fast) or ``"xception"`` (299×299, as in the seed study).
+        name: ``"efficientnet_lite0"`` (224×224, offline), ``"mobilenet_v2"`` (224×224, fast) or
+            ``"xception"`` (299×299, as in the seed study).
         weights: ``"imagenet"`` or None.
         timeout: seconds to wait for the weights' host before giving up.
     """
     import importlib
 
+    if name in OFFLINE_IMAGENET:
+        return _load_efficientnet_lite0(weights)
     if name not in IMAGENET:
-        raise CourseError(f"Unknown ImageNet model {name!r}; choose one of {', '.join(IMAGENET)}.")
+        raise CourseError(f"Unknown ImageNet model {name!r}; choose one of "
+                          f"{', '.join(OFFLINE_IMAGENET + tuple(IMAGENET))}.")
     constructor, module_name, side, weights_file = IMAGENET[name]
     module = importlib.import_module(f"keras.applications.{module_name}")
     if weights is not None:

@@ -21,6 +21,13 @@ def cue_model():
     return cu.load_course_model("shapes_cnn_cue")
 
 
+@pytest.fixture(scope="session")
+def lite0_net():
+    """EfficientNet-Lite0 with its ImageNet weights, as cu.load_imagenet_model gives it (converted
+    from the weights package), built once per session."""
+    return cu.load_imagenet_model("efficientnet_lite0")
+
+
 @pytest.fixture(scope="module")
 def cnn():
     """The course CNN, untrained (identities that hold for any weights are tested on it)."""

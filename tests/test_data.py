@@ -154,6 +154,17 @@ def test_photos_take_the_size_of_a_model():
     assert cu.load_photo("coffee", model).shape == (64, 64, 3)
 
 
+def test_every_photo_ships_with_an_installed_package_and_loads_as_rgb():
+    for name in data.ALL_PHOTOS:
+        photo = cu.load_photo(name, (48, 64))
+        assert photo.shape == (48, 64, 3) and 0 <= photo.min() and photo.max() <= 1, name
+    camera = cu.load_photo("camera", 32)                       # grayscale in scikit-image
+    np.testing.assert_array_equal(camera[..., 0], camera[..., 2])
+    assert set(data.PHOTOS) <= set(data.ALL_PHOTOS) == set(data.PHOTO_SOURCES)
+    np.testing.assert_array_equal(cu.load_photo("stereo_motorcycle", 32),
+                                  cu.load_photo("motorcycle", 32))
+
+
 def test_an_unknown_photo_lists_the_known_ones():
     with pytest.raises(cu.CourseError, match="chelsea"):
         cu.load_photo("dog")

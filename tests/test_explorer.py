@@ -152,7 +152,10 @@ def test_the_imagenet_architecture_is_explained_at_224():
     photo = cu.load_photo("coffee", size=net.model)
     assert ex.default_methods(c) == ["saliency", "Grad-CAM"]        # one pass each at 224
     assert ex.METHODS["occlusion"].cost(c.size, ex.method_settings(c, "occlusion")) == \
-        "122 forward passes"                                         # patch 28, stride 21
+        "26 forward passes"                                          # patch 56, stride 42
+    assert ex.method_settings(c, "SmoothGrad") == {"n_samples": 10}
+    assert ex.method_settings(c, "Grad-CAM") == {"layer": "out_relu"}     # after Conv_1's BN
+    assert ex.cam_layers(net.model)[-2:] == ["Conv_1", "out_relu"]
     result = ex.explain(c, photo)
     assert all(m.shape == (224, 224) for m in result.maps.values())
     assert result.probabilities.shape == (1000,)
@@ -380,3 +383,67 @@ def test_a_class_change_answers_within_a_second(course_model, test_set):
     start = time.perf_counter()
     panel.rows["SmoothGrad"][0].value = False                  # removing costs no computation
     assert time.perf_counter() - start < 0.5 and panel.result.computed == []
+
+
+# --- the real network: the panel's default ------------------------------------------------------
+
+CATS = {281, 282, 285}          # tabby, tiger cat, Egyptian cat: close on chelsea
+
+
+@pytest.fixture(scope="module")
+def real_panel():
+    """The panel as it opens with no model: EfficientNet-Lite0 on the photos (its warm-up, which
+    compiles the views of guided backprop and guided Grad-CAM, is dropped here)."""
+    pending = []
+    panel = ex.Explorer(schedule=pending.append)
+    pending.clear()
+    return panel, pending
+
+
+def test_the_panel_opens_on_the_real_network_with_the_photos(real_panel):
+    panel, _ = real_panel
+    assert panel.classifier.model.name == "efficientnet_lite0"
+    assert panel.classifier.size == (224, 224)
+    assert list(panel.image.options) == [f"photo: {p}" for p in cu.data.ALL_PHOTOS]
+    assert panel.image.value == "photo: chelsea"
+    assert panel.computations == 1 and list(panel.result.maps) == ["saliency", "Grad-CAM"]
+    assert panel.result.probabilities.shape == (1000,) and panel.result.predicted in CATS
+    assert all(m.shape == (224, 224) for m in panel.result.maps.values())
+    assert ("134: crane", 134) in panel.target.options                 # the bird
+    assert ("517: crane", 517) in panel.target.options                 # the machine
+    assert "26 forward passes" in panel.rows["occlusion"][1].value     # patch 56, stride 42
+    assert "slow: 200 forward passes" in panel.rows["RISE"][1].value
+
+
+def test_the_real_network_panel_computes_a_coarse_occlusion_map(real_panel):
+    """At the defaults: one occlusion map of a 224 photo took 0.3-0.4 s with the 2 cores shared
+    (forward 84 images/s) and 1.0 s with them heavily loaded; 3 s leaves room."""
+    panel, pending = real_panel
+    panel.rows["occlusion"][0].value = True
+    assert len(pending) == 1
+    run(pending)
+    assert panel.result.computed == ["occlusion"]
+    heatmap = panel.result.maps["occlusion"]
+    assert heatmap.shape == (224, 224) and np.isfinite(heatmap).all() and heatmap.std() > 0
+    assert panel.pictures["occlusion"].value[:4] == b"\x89PNG"
+    times = []
+    for patch in (64, 48):                                           # two more moves
+        panel.rows["occlusion"][2]["patch"].value = patch
+        run(pending)
+        assert panel.result.computed == ["occlusion"]
+        times.append(panel.last_compute)
+    assert min(times) < 3.0
+
+
+def test_an_upload_on_the_real_network_is_resized_to_224(real_panel):
+    panel, pending = real_panel
+    rng = np.random.default_rng(1)
+    picture = rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)
+    done = panel.computations
+    panel.upload.set_trait("value", upload_value("noise.png", png_bytes(picture)))
+    run(pending)
+    assert panel.image.value == "upload 1: noise.png" and panel.computations == done + 1
+    image = panel.sources["upload 1: noise.png"][0]
+    assert image.shape == (224, 224, 3) and image.dtype == np.float32
+    assert all(m.shape == (224, 224) for m in panel.result.maps.values())
+    assert panel.pictures["image"].value == cu.widgets.image_png(image, panel.scale)
