@@ -217,17 +217,6 @@ def _lime(c: Classifier, image, target, *, n_samples: int):
 SMALL = 64  # the side of the course's images, where every method not marked slow is cheap
 
 
-def _occlusion_defaults(side: int) -> dict:
-    """On the course's images, a patch of 1/8 of the side moved by 3/32 of it (8 and 6 at 64:
-    122 passes). On larger ones (an ImageNet CNN, where a pass costs about 60 times more:
-    EfficientNet-Lite0 forward at 34 images/s against the course CNN's 2,072, on one loaded
-    machine), a coarse grid: a patch of 1/4 of the side moved by 3/16 of it (56 and 42 at 224:
-    26 passes)."""
-    if side <= SMALL:
-        return {"patch": side // 8, "stride": max(1, 3 * side // 32)}
-    return {"patch": side // 4, "stride": 3 * side // 16}
-
-
 def _samples(side: int, small: int, large: int) -> int:
     """``small`` samples (passes) on the course's images, ``large`` on larger ones."""
     return small if side <= SMALL else large
@@ -251,7 +240,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("guided Grad-CAM", _guided_grad_cam, defaults=lambda side, layer: {"layer": layer},
            passes=lambda size, s: 2),
     Method("occlusion", _occlusion, on=True, signed=True,
-           defaults=lambda side, layer: _occlusion_defaults(side),
+           defaults=lambda side, layer: occlusion.default_settings(side),
            sliders=lambda side: {"patch": (2, side // 2, 1), "stride": (1, side // 2, 1)},
            passes=lambda size, s: occlusion.n_passes(size, s["patch"], s["stride"]),
            kind="forward"),

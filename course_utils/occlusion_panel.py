@@ -21,9 +21,11 @@ import numpy as np
 
 from . import occlusion as occ
 from .data import CLASS_NAMES
+from .errors import CourseError
 from .plotting import figure_png
 
-PANEL_PATCH, PANEL_STRIDE = 8, 6  # the panel's default: 122 forward passes per move
+PANEL_PATCH, PANEL_STRIDE = 8, 6  # the default on 64×64 images: 122 forward passes per move
+# On larger images (a 224 photo) the default is occlusion.default_settings(side): 56 and 42.
 
 
 def compute(model, image: np.ndarray, target=None, *, patch: int = PANEL_PATCH,
@@ -96,6 +98,10 @@ class LatestWins:
 class OcclusionPanel:
     """Sliders for patch size and stride, a fill menu, the image, the map and the cost.
 
+    ``patch`` and ``stride`` default to :func:`course_utils.occlusion.default_settings` for the
+    image's size (8 and 6 on the course's 64×64 images; 56 and 42 on a 224 photo). Pass the
+    model's ``class_names`` (an ImageNet model's 1,000) for the figure's titles.
+
     Attributes:
         patch, stride, fill: the controls; set ``.value`` to move them from code.
         widget: the panel (display it, or call :meth:`show`).
@@ -104,14 +110,18 @@ class OcclusionPanel:
         result: the last :class:`~course_utils.occlusion.OcclusionResult`.
     """
 
-    def __init__(self, model, image: np.ndarray, target=None, *, patch: int = PANEL_PATCH,
-                 stride: int = PANEL_STRIDE, fill: str = "grey", score: str = "probability",
+    def __init__(self, model, image: np.ndarray, target=None, *, patch: int | None = None,
+                 stride: int | None = None, fill: str = "grey", score: str = "probability",
+                 class_names=CLASS_NAMES,
                  schedule: Callable[[Callable], None] = _event_loop_schedule):
         import ipywidgets as w
 
         self.model, self.image, self.target, self.score = model, np.asarray(image), target, score
-        self.schedule = schedule
+        self.class_names, self.schedule = class_names, schedule
         size = min(self.image.shape[:2])
+        default = occ.default_settings(size)      # 8 and 6 at 64; 56 and 42 on a 224 photo
+        patch = default["patch"] if patch is None else patch
+        stride = default["stride"] if stride is None else stride
         self.patch = w.IntSlider(value=patch, min=2, max=size // 2, description="patch",
                                  continuous_update=False)
         self.stride = w.IntSlider(value=stride, min=1, max=size // 2, description="stride",
@@ -141,14 +151,19 @@ class OcclusionPanel:
         """
         s = self.settings
         start = time.perf_counter()
-        self.result = compute(self.model, self.image, self.target, score=self.score, **s)
+        try:
+            self.result = compute(self.model, self.image, self.target, score=self.score, **s)
+        except CourseError as e:       # e.g. a stride larger than the patch: say so in the panel
+            self.label.value = f"<b>{e}</b>"
+            self.output.outputs = ()
+            return
         self.last_seconds = time.perf_counter() - start
         self.computations += 1
         self.label.value = (f"patch {s['patch']}, stride {s['stride']}: "
                             f"<b>{self.result.passes} forward passes</b> "
                             f"(computed in {1e3 * self.last_seconds:.0f} ms)")
         fig = draw_occlusion(self.image, self.result, patch=s["patch"], stride=s["stride"],
-                             score=self.score)
+                             score=self.score, class_names=self.class_names)
         png = base64.b64encode(figure_png(fig)).decode("ascii")
         self.output.outputs = ({"output_type": "display_data", "metadata": {},
                                 "data": {"image/png": png, "text/plain": "the occlusion map"}},)

@@ -82,6 +82,7 @@ def test_scores_fills_and_target(course_model):
     ({"patch": 8.0}, "patch must be a whole number"),
     ({"stride": 0}, "stride must be a whole number of pixels from 1 to 64"),
     ({"stride": -2}, "stride"),
+    ({"patch": 4, "stride": 6}, "leaves pixels that no patch covers"),
     ({"fill": "white"}, "fill must be one of"),
     ({"score": "prob"}, "score must be one of"),
     ({"batch_size": 0}, "batch_size"),
@@ -137,6 +138,25 @@ def test_a_deferred_update_replaces_the_shown_figure(course_model):
     (after,) = panel.output.outputs
     assert after["output_type"] == "display_data" and "image/png" in after["data"]
     assert after["data"]["image/png"] != before["data"]["image/png"]
+
+
+def test_the_default_grid_is_coarser_on_larger_images():
+    assert occ.default_settings(64) == {"patch": 8, "stride": 6}
+    assert occ.default_settings(224) == {"patch": 56, "stride": 42}
+    assert occ.n_passes((64, 64), 8, 6) == 122 and occ.n_passes((224, 224), 56, 42) == 26
+
+
+def test_the_panel_on_a_photo_opens_at_the_coarse_default_and_explains_a_bad_stride(lite0_net):
+    from course_utils import lite0
+
+    photo = cu.load_photo("chelsea", 224)
+    panel = occlusion_panel.OcclusionPanel(lite0_net.model, photo, 285,
+                                           class_names=lite0.class_names())
+    assert panel.settings == {"patch": 56, "stride": 42, "fill": "grey"}
+    assert panel.result.passes == 26 and panel.result.map.shape == (1, 224, 224)
+    assert panel.last_seconds < 3.0                 # about 0.5 s on the idle 2-core machine
+    panel.stride.value = 80                         # larger than the patch: said, not raised
+    assert "no patch covers" in panel.label.value and panel.computations == 1
 
 
 def test_without_an_event_loop_a_move_updates_at_once(course_model):
