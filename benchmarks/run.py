@@ -226,6 +226,16 @@ def time_row(model, bounds: dict, row: Row, images: np.ndarray) -> dict:
             "met": None if row.target is None else bool(value <= row.limit)}
 
 
+def _model_and_images(model_name: str):
+    """The model to time and a function giving n images for it: the course CNN and shapes, or
+    EfficientNet-Lite0 and 224×224 photos."""
+    if model_name == "shapes_cnn":
+        return load_model()[0], lambda n: cu.make_shapes(n, seed=100).images
+    photos = cu.data.ALL_PHOTOS
+    return (cu.load_imagenet_model(model_name).model,
+            lambda n: cu.load_photos([photos[i % len(photos)] for i in range(n)], size=224))
+
+
 def benchmark(rows: list[Row], sizes: tuple[int, ...] | None = None,
               model_name: str = "shapes_cnn") -> list[dict]:
     """Time every row at each of its sizes (only those in ``sizes``, if given), on the course
@@ -233,15 +243,13 @@ def benchmark(rows: list[Row], sizes: tuple[int, ...] | None = None,
 
     Returns one dict per (row, size).
     """
-    model = load_model()[0] if model_name == "shapes_cnn" else \
-        cu.load_imagenet_model(model_name).model
+    model, make_images = _model_and_images(model_name)
     bounds = bound_functions(model)
     results = []
     for size in sorted({n for row in rows for n in row.sizes}):
         if sizes is not None and size not in sizes:
             continue
-        images = cu.make_shapes(size, seed=100).images if model_name == "shapes_cnn" else \
-            cu.load_photos([cu.data.ALL_PHOTOS[i % 9] for i in range(size)], size=224)
+        images = make_images(size)
         results += [time_row(model, bounds, row, images) for row in rows if size in row.sizes]
     return results
 

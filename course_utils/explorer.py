@@ -214,7 +214,7 @@ def _lime(c: Classifier, image, target, *, n_samples: int):
         hide_color=c.grey(), value_range=c.value_range).map
 
 
-SMALL = 64  # the side of the course's images, where every method not marked slow is cheap
+SMALL = occlusion.SMALL_SIDE  # the course's images, where every method not marked slow is cheap
 
 
 def _samples(side: int, small: int, large: int) -> int:

@@ -244,11 +244,6 @@ def weights_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "models" / WEIGHTS_FILE
 
 
-def sha256_of(data: bytes) -> str:
-    """The sha256 of some bytes, as hex."""
-    return hashlib.sha256(data).hexdigest()
-
-
 def read_weights_file(path: Path | str | None = None,
                       expected_sha256: str = WEIGHTS_SHA256) -> bytes:
     """The weights file's bytes, after checking its sha256.
@@ -264,7 +259,7 @@ def read_weights_file(path: Path | str | None = None,
     if not path.is_file():
         raise CourseError(f"The EfficientNet-Lite0 weights file {path} is missing. {RESTORE_HINT}")
     data = path.read_bytes()
-    if sha256_of(data) != expected_sha256:
+    if hashlib.sha256(data).hexdigest() != expected_sha256:
         raise CourseError(f"The EfficientNet-Lite0 weights file {path} is corrupted (its sha256 "
                           f"differs from the one the course expects). {RESTORE_HINT}")
     return data

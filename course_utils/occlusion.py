@@ -76,6 +76,9 @@ def check_geometry(size: tuple[int, int], patch: int, stride: int) -> None:
                           "patch.")
 
 
+SMALL_SIDE = 64  # the course's images; larger ones (a 224 photo) get a coarser default grid
+
+
 def default_settings(side: int) -> dict:
     """The default patch and stride for images of ``side`` pixels.
 
@@ -84,7 +87,7 @@ def default_settings(side: int) -> dict:
     at 224 against the course CNN at 64), a coarse grid: a patch of 1/4 of the side moved by 3/16
     of it (56 and 42 at 224: 26 passes), so that a slider move answers in about a second.
     """
-    if side <= 64:
+    if side <= SMALL_SIDE:
         return {"patch": side // 8, "stride": max(1, 3 * side // 32)}
     return {"patch": side // 4, "stride": 3 * side // 16}
 

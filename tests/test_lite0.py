@@ -155,7 +155,7 @@ def test_a_view_outside_its_storage_is_refused(fake_torch):
 def test_the_weights_come_from_the_installed_package():
     path = lite0.weights_path()
     assert path.name == lite0.WEIGHTS_FILE and path.is_file()
-    assert lite0.sha256_of(path.read_bytes()) == lite0.WEIGHTS_SHA256
+    assert cu.models.file_sha256(path) == lite0.WEIGHTS_SHA256
 
 
 def test_a_corrupted_weights_file_says_how_to_restore_it(tmp_path, monkeypatch):
