@@ -44,7 +44,7 @@ from .data import ALL_PHOTOS, CLASS_NAMES, _size_of, center_crop_resize, load_ph
 from .errors import CourseError
 from .models import conv_layer_names, load_imagenet_model
 from .occlusion_panel import LatestWins, _event_loop_schedule
-from .plotting import normalize_map, show_image
+from .plotting import HEATMAP_CMAP, SIGNED_CMAP, normalize_map, show_image
 from .widgets import image_png
 
 # --- the model, with how an image in [0, 1] becomes its input -----------------------------------
@@ -412,11 +412,12 @@ def overlay_rgb(image: np.ndarray, heatmap: np.ndarray, *, signed: bool = False,
     """A map blended over its image, as an RGB image (H, W, 3) in [0, 1].
 
     The map is normalised (:func:`course_utils.plotting.normalize_map`): to [0, 1] and coloured
-    with jet, or, when ``signed``, to [-1, 1] around 0 and coloured blue-white-red.
+    with ``plotting.HEATMAP_CMAP``, or, when ``signed``, to [-1, 1] around 0 and coloured with
+    ``plotting.SIGNED_CMAP`` (blue below zero, white at zero, red above).
     """
     values = normalize_map(heatmap, symmetric=signed)
-    colours = matplotlib.colormaps["bwr" if signed else "jet"]((values + 1) / 2 if signed
-                                                               else values)
+    cmap = matplotlib.colormaps[SIGNED_CMAP if signed else HEATMAP_CMAP]
+    colours = cmap((values + 1) / 2 if signed else values)
     return ((1 - alpha) * np.clip(image, 0, 1) + alpha * colours[..., :3]).astype(np.float32)
 
 

@@ -1,6 +1,10 @@
 """Pure plotting functions: each one draws, and returns its figure or axes; nothing else.
 
-Heatmaps are normalised here, for display only; the methods return raw maps.
+Heatmaps are normalised here, for display only; the methods return raw maps. Their colours are
+perceptually uniform ("inferno": dark = low, bright = high, the same step in value looks like the
+same step in colour, and it survives printing in grey), or diverging around zero for signed maps
+("RdBu_r": blue below zero, white at zero, red above). The rainbow "jet" map, once the default of
+every saliency paper, invents edges where its hues change and hides them where they do not.
 """
 
 from __future__ import annotations
@@ -9,6 +13,9 @@ import io
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+HEATMAP_CMAP = "inferno"
+SIGNED_CMAP = "RdBu_r"
 
 
 def normalize_map(heatmap: np.ndarray, *, symmetric: bool = False) -> np.ndarray:
@@ -38,7 +45,7 @@ def show_image(image: np.ndarray, ax=None, title: str | None = None):
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, ax=None, *, alpha: float = 0.5,
-            cmap: str = "jet", title: str | None = None, symmetric: bool = False,
+            cmap: str | None = None, title: str | None = None, symmetric: bool = False,
             colorbar: bool = False):
     """Draw a heatmap over an image.
 
@@ -48,7 +55,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, ax=None, *, alpha: float = 0
             map or an occlusion grid lines up with the pixels it covers).
         ax: the axes to draw on (default: the current ones).
         alpha: opacity of the heatmap.
-        cmap: colour map; with ``symmetric=True`` use a diverging one, e.g. ``"bwr"``.
+        cmap: colour map; default ``HEATMAP_CMAP``, or ``SIGNED_CMAP`` when ``symmetric``.
         title: axes title.
         symmetric: scale to [-1, 1] around 0 (for signed maps) instead of to [0, 1].
         colorbar: add a colourbar for the (normalised) heatmap values.
@@ -59,6 +66,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, ax=None, *, alpha: float = 0
     ax = show_image(image, ax, title)
     h, w = np.asarray(image).shape[:2]
     lo = -1 if symmetric else 0
+    cmap = cmap or (SIGNED_CMAP if symmetric else HEATMAP_CMAP)
     mappable = ax.imshow(normalize_map(heatmap, symmetric=symmetric), cmap=cmap, alpha=alpha,
                          vmin=lo, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5),
                          interpolation="bilinear")
@@ -101,7 +109,7 @@ def image_grid(images, titles=None, *, ncols: int = 8, size: float = 1.4, cmap: 
     return fig
 
 
-def heatmap_row(image: np.ndarray, maps: dict, *, size: float = 2.0, cmap: str = "jet",
+def heatmap_row(image: np.ndarray, maps: dict, *, size: float = 2.0, cmap: str | None = None,
                 alpha: float = 0.5, suptitle: str | None = None):
     """The image, then each named map over it, in one row. Returns the figure.
 

@@ -191,8 +191,8 @@ def test_the_overlay_is_an_rgb_image_in_range():
     assert rgb.shape == (8, 8, 3) and rgb.min() >= 0 and rgb.max() <= 1
     assert not np.allclose(rgb[2, 3], rgb[0, 0])              # the peak has another colour
     flat = ex.overlay_rgb(image, np.zeros((8, 8)), signed=True, alpha=1.0)
-    np.testing.assert_allclose(flat, matplotlib.colormaps["bwr"](0.5)[:3] * np.ones((8, 8, 3)),
-                               atol=1e-6)                    # zero is the middle colour
+    middle = matplotlib.colormaps[cu.plotting.SIGNED_CMAP](0.5)[:3]
+    np.testing.assert_allclose(flat, middle * np.ones((8, 8, 3)), atol=1e-6)  # zero: the middle
 
 
 def test_the_figure_shows_the_image_each_map_and_the_probabilities(course_model, test_set):
