@@ -309,6 +309,46 @@ def conv2d_transpose_flipped(y, kernel, input_shape: tuple[int, int], stride=1,
     return full[ph:ph + input_shape[0], pw:pw + input_shape[1]]
 
 
+def conv2d_transpose_subpixel(y, kernel, input_shape: tuple[int, int], stride: int = 1,
+                              padding: int = 0) -> np.ndarray:
+    """The 2D transposed convolution as Shi et al.'s (2016) *sub-pixel convolution*: no zeros.
+
+    In the zero-inserted view, output pixel (i, j) only ever meets the kernel taps of its own
+    *phase* (i mod s, j mod s); every other tap lands on an inserted zero. So split the kernel
+    into s² sub-kernels, ``kernel[a::s, b::s]`` for phase (a, b); convolve y with each one,
+    flipped, at y's own low resolution, stride 1 (one output channel per phase); then interleave
+    the s² channels into an s-times larger image, the "pixel shuffle", ``tf.nn.depth_to_space``.
+    Same numbers as ``conv2d_transpose``, without a multiplication by an inserted zero.
+
+    Args:
+        y: shape (h_out, w_out).
+        kernel: the forward weights, shape (kh, kw).
+        input_shape: (h, w) of the forward input, the shape of the result.
+        stride, padding: of the forward convolution (one int each: the same on both axes).
+
+    Returns:
+        shape (h, w), equal to ``conv2d_transpose``.
+    """
+    y, kernel = _as_image(y, "y"), _as_image(kernel, "kernel")
+    if np.ndim(stride) or np.ndim(padding):
+        raise CourseError("conv2d_transpose_subpixel takes one stride and one padding for both "
+                          "axes; for different ones use conv2d_transpose_flipped.")
+    _check_output_shape(y, input_shape, kernel.shape, stride, padding)
+    s, (kh, kw) = stride, kernel.shape
+    th, tw = -(-kh // s), -(-kw // s)                           # taps per phase, rounded up
+    padded = np.zeros((th * s, tw * s))
+    padded[:kh, :kw] = kernel                                    # a zero tap where none exists
+    sub = np.stack([padded[a::s, b::s][::-1, ::-1] for a in range(s) for b in range(s)], -1)
+    low = np.pad(y, ((th - 1, th - 1), (tw - 1, tw - 1)))        # every phase's full output
+    phases = tf.nn.conv2d(low[None, :, :, None], sub[:, :, None, :], 1, "VALID")   # (1, ., ., s²)
+    if s > 1:
+        phases = tf.nn.depth_to_space(phases, s)                 # the pixel shuffle
+    full = phases[0, :, :, 0].numpy()
+    full = np.pad(full, ((0, max(0, input_shape[0] + 2 * padding - full.shape[0])),
+                         (0, max(0, input_shape[1] + 2 * padding - full.shape[1]))))
+    return full[padding:padding + input_shape[0], padding:padding + input_shape[1]]
+
+
 # --- unpooling with switches -----------------------------------------------------------------
 
 
@@ -488,3 +528,126 @@ def check_conv_matrix_exercise(answer) -> None:
         print(f"not yet: row {rows[0]} is wrong. Output i starts at padded position i*2, that is "
               f"input sample i*2 - 1; taps that fall on the padding (index -1 or {n}) are "
               "dropped.")
+
+
+# --- the transposed convolution, drawn: a figure and its sliders ------------------------------
+
+
+def draw_transpose(kernel_size: int = 4, stride: int = 2, padding: int = 2, n_in: int = 8):
+    """W, Wᵀ and the zero-inserted view of one 1D convolution, in one figure.
+
+    The kernel is [1, 2, ..., k] (every tap tells which one it is), y is [1, 2, ..., n_out].
+    Top: W (n_out × n_in) and Wᵀ. Bottom: y with s - 1 zeros inserted between its samples and
+    k - 1 - p zeros of padding, the flipped kernel, and Wᵀ y (with extra zeros on the right
+    where the forward windows never reached the last samples). Returns the figure.
+    """
+    kernel = np.arange(1.0, kernel_size + 1)
+    n_out = conv_output_size(n_in, kernel_size, stride, padding)  # CourseError if it does not fit
+    W = conv1d_matrix(kernel, n_in, stride, padding)
+    y = np.arange(1.0, n_out + 1)
+    front = kernel_size - 1 - padding
+    leftover = (n_in + 2 * padding - kernel_size) % stride
+    z = insert_zeros(y, stride)
+    fig = plt.figure(figsize=(10, 5.6))
+    grid = fig.add_gridspec(3, 2, height_ratios=[3, 0.7, 0.7])
+    draw_matrix(W, fig.add_subplot(grid[0, 0]), f"W: {n_out} × {n_in} (k={kernel_size}, "
+                f"s={stride}, p={padding})", fmt="{:.0f}")
+    draw_matrix(W.T, fig.add_subplot(grid[0, 1]), f"Wᵀ: {n_in} × {n_out}", xlabel="output sample",
+                ylabel="input sample", fmt="{:.0f}")
+    ax = fig.add_subplot(grid[1, :])
+    if front >= 0:
+        shown = np.pad(z, (front, front + leftover))
+        title = (f"y with s - 1 = {stride - 1} zeros between samples, padded by k - 1 - p = "
+                 f"{front} (+ {leftover} on the right)\nslide the flipped kernel "
+                 f"{kernel[::-1].astype(int).tolist()} over it")
+    else:  # more padding than k - 1: the first outputs are cropped instead
+        shown = z
+        title = f"y with {stride - 1} zeros between samples; k - 1 - p < 0: crop {-front} instead"
+    draw_matrix(shown[None, :], ax, title, xlabel="", ylabel="", fmt="{:.0f}")
+    ax.set_yticks([])
+    ax = fig.add_subplot(grid[2, :])
+    draw_matrix((W.T @ y)[None, :], ax, "Wᵀ y: the flipped kernel slid over the row above, "
+                "stride 1", xlabel="input sample", ylabel="", fmt="{:.0f}")
+    ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def transpose_panel():
+    """Sliders for k, s, p and n over :func:`draw_transpose` (ipywidgets 7.7 or 8).
+
+    The figure is shown as a picture that each slider move replaces; a setting that does not fit
+    (n + 2p < k) shows the reason instead. Returns the panel (a VBox); display it.
+    """
+    import ipywidgets as w
+
+    from .plotting import figure_png
+
+    slider = {"continuous_update": False}
+    sliders = {"kernel_size": w.IntSlider(4, 1, 6, description="k", **slider),
+               "stride": w.IntSlider(2, 1, 3, description="s", **slider),
+               "padding": w.IntSlider(2, 0, 3, description="p", **slider),
+               "n_in": w.IntSlider(8, 3, 12, description="n", **slider)}
+    picture, message = w.Image(format="png"), w.HTML()
+
+    def update(change=None):
+        try:
+            fig = draw_transpose(**{name: s.value for name, s in sliders.items()})
+        except CourseError as error:
+            message.value = f"<b>{error}</b>"
+            return
+        picture.value, message.value = figure_png(fig), ""
+        plt.close(fig)
+
+    for s in sliders.values():
+        s.observe(update, names="value")
+    update()
+    return w.VBox([w.HBox(list(sliders.values())), message, picture])
+
+
+_TRANSPOSE_CASES = [(4, 2, 2, 8), (3, 2, 1, 6), (3, 3, 0, 9), (5, 2, 1, 10), (3, 2, 0, 8),
+                    (2, 1, 0, 5)]  # (k, s, p, n): the lecture's, then strides 1-3, paddings 0-2
+
+
+def check_transpose_exercise(my_transpose) -> None:
+    """Check ``my_transpose(y, kernel, stride, padding, n_in)`` against Wᵀ y on six cases.
+
+    The cases cover strides 1 to 3, paddings 0 to 2, and lengths where the forward windows
+    missed the last input samples. Prints "correct", or "not yet: ..." with a hint.
+    """
+    for k, s, p, n in _TRANSPOSE_CASES:
+        kernel = np.arange(1.0, k + 1)
+        y = np.arange(1.0, conv_output_size(n, k, s, p) + 1)
+        expected = conv1d_matrix(kernel, n, s, p).T @ y
+        case = f"k={k}, s={s}, p={p}, n={n} (kernel {kernel.astype(int).tolist()}, " \
+               f"y {y.astype(int).tolist()})"
+        try:
+            got = my_transpose(y.copy(), kernel.copy(), s, p, n)
+        except Exception as error:  # noqa: BLE001  (any error: the student's function failed)
+            print(f"not yet: your function raised {type(error).__name__}: {error}, on {case}.")
+            return
+        if got is None:
+            print("not yet: your function returns None. Insert the zeros, pad, slide the "
+                  "flipped kernel, then crop.")
+            return
+        got = np.asarray(got, dtype=np.float64).ravel()
+        if got.shape != expected.shape:
+            print(f"not yet: on {case} your result has {got.size} samples; Wᵀ y has n = {n}, "
+                  "the forward input's length. After the stride-1 convolution drop p samples "
+                  "at each end (the padding); and when (n + 2p - k) is not a multiple of s, the "
+                  "forward windows never reached the last samples: they get zeros.")
+            return
+        if np.allclose(got, expected):
+            continue
+        if np.allclose(got, conv1d_matrix(kernel[::-1], n, s, p).T @ y):
+            print(f"not yet: on {case} your result is what the kernel gives *unflipped*. In the "
+                  "sliding view the kernel runs backwards: flip it.")
+        elif s > 1 and np.allclose(got[::s], expected[::s]):
+            print(f"not yet: on {case} every {s}-th sample is right and the ones between are "
+                  f"not: check the zeros between the samples of y (s - 1 = {s - 1} of them).")
+        else:
+            print(f"not yet: on {case} Wᵀ y is {np.round(expected, 3).tolist()}; yours is "
+                  f"{np.round(got, 3).tolist()}. Count the zeros again: s - 1 between the "
+                  "samples of y, then k - 1 - p at each end.")
+        return
+    print(f"correct: your function equals Wᵀ y on all {len(_TRANSPOSE_CASES)} cases")

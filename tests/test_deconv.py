@@ -253,3 +253,76 @@ def test_largest_error_is_printed_the_same_on_every_machine(capsys):
     deconv.print_largest_error(np.ones(3), np.array([1.0, 1.0, 1.42]), "a vs c")
     assert capsys.readouterr().out.splitlines() == [
         "a vs b: largest error < 1e-05: they agree", "a vs c: largest error 4e-01: they differ"]
+
+
+# --- the sub-pixel convolution (Shi et al. 2016) -----------------------------------------------
+
+
+@pytest.mark.parametrize("stride,padding", STRIDES_AND_PADDINGS)
+def test_sub_pixel_convolution_equals_the_transposed_convolution(stride, padding):
+    rng = np.random.default_rng(stride * 10 + padding)
+    for n, k in _lengths(stride, padding):
+        kernel = rng.normal(size=(k, k))
+        m = deconv.conv_output_size(n, k, stride, padding)
+        y = rng.normal(size=(m, m))
+        np.testing.assert_allclose(deconv.conv2d_transpose_subpixel(y, kernel, (n, n), stride,
+                                                                     padding),
+                                   deconv.conv2d_transpose(y, kernel, (n, n), stride, padding),
+                                   **TOL)
+
+
+def test_sub_pixel_convolution_takes_one_stride_for_both_axes():
+    with pytest.raises(CourseError, match="one stride"):
+        deconv.conv2d_transpose_subpixel(np.ones((2, 2)), np.ones((3, 3)), (5, 5), (2, 1))
+
+
+# --- the transposed-convolution exercise and figure ----------------------------------------
+
+
+def _transpose_by_zero_insertion(y, kernel, stride, padding, n_in, flip=True, crop=True):
+    k = len(kernel)
+    leftover = (n_in + 2 * padding - k) % stride
+    z = np.pad(deconv.insert_zeros(y, stride), (k - 1, k - 1 + leftover))
+    w = kernel[::-1] if flip else kernel
+    full = np.array([z[i:i + k] @ w for i in range(z.size - k + 1)])
+    return full[padding:padding + n_in] if crop else full
+
+
+@pytest.mark.parametrize("answer,verdict", [
+    (_transpose_by_zero_insertion, "correct"),
+    (lambda y, w, s, p, n: _transpose_by_zero_insertion(y, w, s, p, n, flip=False),
+     "not yet: on k=4, s=2, p=2, n=8 (kernel [1, 2, 3, 4], y [1, 2, 3, 4, 5]) your result is "
+     "what the kernel gives *unflipped*"),
+    (lambda y, w, s, p, n: _transpose_by_zero_insertion(y, w, s, p, n, crop=False),
+     "not yet: on k=4, s=2, p=2, n=8 (kernel [1, 2, 3, 4], y [1, 2, 3, 4, 5]) your result has "
+     "12 samples"),
+    (lambda y, w, s, p, n: _transpose_by_zero_insertion(y, w, s, p, n)[::-1],
+     "not yet: on k=4, s=2, p=2, n=8 (kernel [1, 2, 3, 4], y [1, 2, 3, 4, 5]) Wᵀ y is"),
+    (lambda y, w, s, p, n: None, "not yet: your function returns None"),
+    (lambda y, w, s, p, n: y[10], "not yet: your function raised IndexError"),
+])
+def test_transpose_exercise_check_gives_a_verdict(answer, verdict, capsys):
+    deconv.check_transpose_exercise(answer)
+    assert capsys.readouterr().out.startswith(verdict)
+
+
+def test_transpose_figure_draws_w_its_transpose_and_the_zero_inserted_view():
+    import matplotlib.pyplot as plt
+
+    fig = deconv.draw_transpose(4, 2, 2, 8)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("W: 5 × 8") and titles[1].startswith("Wᵀ: 8 × 5")
+    plt.close(fig)
+    with pytest.raises(CourseError, match="does not fit"):
+        deconv.draw_transpose(5, 1, 0, 3)
+
+
+def test_transpose_panel_redraws_on_a_slider_move_and_explains_a_setting_that_does_not_fit():
+    panel = deconv.transpose_panel()
+    sliders, message, picture = panel.children[0].children, panel.children[1], panel.children[2]
+    first = picture.value
+    assert first[:4] == b"\x89PNG" and message.value == ""
+    sliders[0].value = 3                                        # k = 3
+    assert picture.value != first
+    sliders[3].value, sliders[2].value, sliders[0].value = 3, 0, 6     # n = 3, p = 0, k = 6
+    assert "does not fit" in message.value
