@@ -109,6 +109,21 @@ def resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return tf.image.resize(images, size, method="bilinear").numpy()
 
 
+def carry_detail(dreamt: np.ndarray, plain: np.ndarray, plain_next: np.ndarray) -> np.ndarray:
+    """One octave step: the next octave's first image.
+
+    Only the *detail* the dream added at this octave (``dreamt - plain``) is enlarged; it is
+    added to the plain image at the next size, which keeps that size's own sharpness, and the
+    sum is clipped to [0, 1]. Enlarging the whole dreamt image instead would blur the photo a
+    little more at every octave.
+
+    Args:
+        dreamt, plain: (N, h, w, C), the dream at this octave and the plain image it started from.
+        plain_next: (N, H, W, C), the plain image at the next octave's size.
+    """
+    return np.clip(plain_next + resize(dreamt - plain, plain_next.shape[1:3]), 0, 1)
+
+
 class Dream:
     """A Deep Dream run over octaves that keeps its trajectory, like :class:`ascent.Ascent`.
 
@@ -165,8 +180,8 @@ class Dream:
         """Octave k's first image: the plain image at its size plus the enlarged detail."""
         if k == 0:
             return self._plain(0)
-        detail = self.runs[k - 1].image(self.steps_per_octave) - self._plain(k - 1)
-        return np.clip(self._plain(k) + resize(detail, self.sizes[k]), 0, 1)
+        return carry_detail(self.runs[k - 1].image(self.steps_per_octave), self._plain(k - 1),
+                            self._plain(k))
 
     def _run(self, k: int) -> ascent.Ascent:
         while len(self.runs) <= k:
@@ -184,8 +199,7 @@ class Dream:
                               f"({self.octaves} octaves × {self.steps_per_octave}); got {steps!r}.")
         k = min(steps // self.steps_per_octave, self.octaves - 1)
         x = self._run(k).image(steps - k * self.steps_per_octave)
-        detail = resize(x - self._plain(k), self.sizes[-1])
-        return np.clip(self.base + detail, 0, 1)[0]
+        return carry_detail(x, self._plain(k), self.base)[0]
 
 
 def check_dream_image(model, image) -> np.ndarray:
@@ -222,22 +236,75 @@ def deep_dream(model, image, layers, *, octaves: int = 3, octave_scale: float = 
 
 # --- exercise -----------------------------------------------------------------------------------
 
-def check_octave_exercise(octave_sizes_fn) -> None:
-    """Check a student's ``octave_sizes_fn(side, octaves, scale)``: the side of each octave's
-    image, smallest first, ending with ``side`` (each divided by scale once more, rounded).
+def check_carry_exercise(my_carry) -> None:
+    """Check a student's ``my_carry(dreamt, plain, plain_next)`` against :func:`carry_detail`
+    on three octave steps (batches of one image, one of them where clipping matters).
     Prints "correct" or "not yet: <hint>"."""
-    for side, octaves, scale in [(64, 3, 1.4), (224, 4, 1.3), (100, 1, 2.0), (64, 2, 2.0)]:
-        want = [h for h, _ in octave_sizes(side, side, octaves, scale)]
+    rng = np.random.default_rng(9)
+    for small, big in [(8, 11), (11, 16), (20, 40)]:
+        plain_next = rng.uniform(0.2, 0.8, (1, big, big, 3)).astype(np.float32)
+        plain = resize(plain_next, (small, small))
+        dreamt = np.clip(plain + rng.normal(0, 0.15, plain.shape), 0, 1).astype(np.float32)
+        if small == 20:                            # push some pixels over 1: clipping matters
+            plain_next[:, :big // 2] = 0.98
+        want = carry_detail(dreamt, plain, plain_next)
         try:
-            got = [int(v) for v in octave_sizes_fn(side, octaves, scale)]
+            got = my_carry(dreamt.copy(), plain.copy(), plain_next.copy())
         except Exception as e:  # the student's code failed: say how, do not raise
-            print(f"not yet: your function raised {type(e).__name__}: {e}")
+            print(f"not yet: your function raised {type(e).__name__}: {e} (from {small}×{small} "
+                  f"to {big}×{big}).")
             return
-        if got != want:
-            hint = ("the list should go from the smallest octave up to the full size"
-                    if sorted(got) == want else "octave k of n has side round(side / scale ** "
-                    "(n - 1 - k)); there are n sides and the last is the full size")
-            print(f"not yet: for side {side}, {octaves} octaves, scale {scale} the sides are not "
-                  f"{got}; {hint}.")
+        if got is None:
+            print("not yet: your function returns None; return the next octave's first image.")
             return
+        got = np.asarray(got, np.float32)
+        if got.shape != want.shape:
+            print(f"not yet: from {small}×{small} to {big}×{big} the result should have shape "
+                  f"{want.shape}, the next octave's; yours has {got.shape}.")
+            return
+        if np.allclose(got, want, atol=1e-5):
+            continue
+        if np.allclose(got, resize(dreamt, (big, big)), atol=1e-5):
+            print("not yet: you enlarged the whole dreamt image. The next octave should start "
+                  "from the plain image at its own size, sharper than an enlarged small one, "
+                  "plus only what the dream added.")
+        elif np.allclose(np.clip(got, 0, 1), want, atol=1e-5):
+            print("not yet: some pixels are outside [0, 1]; an image must stay in range.")
+        else:
+            print(f"not yet: from {small}×{small} to {big}×{big} the result is off by up to "
+                  f"{np.abs(got - want).max():.2f}. Which image is the detail measured against, "
+                  "and which one is it added to?")
+        return
     print("correct")
+
+
+class LayerDreamPanel:
+    """A layer menu over notebook 09's step panel: one dream per layer, each kept once made.
+
+    Attributes:
+        choice: the menu; set ``.value`` to switch layers from code.
+        panels: the step panels made so far, by layer.
+        widget: the whole panel (display it).
+    """
+
+    def __init__(self, model, image: np.ndarray, layers, **panel_options):
+        import ipywidgets as w
+
+        from .widgets import dream_panel
+
+        self._make = lambda layer: dream_panel(model, image, layer, **panel_options)
+        self.choice = w.Dropdown(options=list(layers), description="layer")
+        self.panels: dict = {}
+        self.widget = w.VBox()
+        self.choice.observe(self._show, names="value")
+        self._show()
+
+    @property
+    def panel(self):
+        """The step panel of the layer shown."""
+        return self.panels[self.choice.value]
+
+    def _show(self, change=None) -> None:
+        if self.choice.value not in self.panels:
+            self.panels[self.choice.value] = self._make(self.choice.value)
+        self.widget.children = (self.choice, self.panel.widget)

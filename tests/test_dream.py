@@ -102,10 +102,36 @@ def test_one_octave_of_fifty_steps_takes_under_two_seconds(untrained, image):
     assert time.perf_counter() - start < 2.0
 
 
-def test_the_octave_exercise_check(capsys):
-    dream.check_octave_exercise(
-        lambda side, n, scale: [round(side / scale ** (n - 1 - k)) for k in range(n)])
-    dream.check_octave_exercise(
-        lambda side, n, scale: [round(side / scale ** k) for k in range(n)])
-    out = capsys.readouterr().out.splitlines()
-    assert out[0] == "correct" and "smallest octave" in out[1]
+@pytest.mark.parametrize("answer,verdict", [
+    (lambda d, p, n: dream.carry_detail(d, p, n), "correct"),
+    (lambda d, p, n: np.clip(n + dream.resize(d - p, n.shape[1:3]), 0, 1), "correct"),
+    (lambda d, p, n: dream.resize(d, n.shape[1:3]), "not yet: you enlarged the whole dreamt"),
+    (lambda d, p, n: n + dream.resize(d - p, n.shape[1:3]), "not yet: some pixels are outside"),
+    (lambda d, p, n: np.clip(n + dream.resize(p - d, n.shape[1:3]), 0, 1),
+     "not yet: from 8×8 to 11×11 the result is off"),
+    (lambda d, p, n: n + (d - p), "not yet: your function raised ValueError"),
+    (lambda d, p, n: None, "not yet: your function returns None"),
+])
+def test_the_carry_exercise_check(answer, verdict, capsys):
+    dream.check_carry_exercise(answer)
+    assert capsys.readouterr().out.startswith(verdict)
+
+
+def test_carry_detail_enlarges_only_the_added_detail():
+    plain_next = np.full((1, 8, 8, 3), 0.5, np.float32)
+    plain = np.full((1, 4, 4, 3), 0.5, np.float32)
+    np.testing.assert_allclose(dream.carry_detail(plain, plain, plain_next), plain_next)
+    brighter = plain + 0.25                            # a uniform detail stays uniform
+    np.testing.assert_allclose(dream.carry_detail(brighter, plain, plain_next), 0.75, atol=1e-6)
+    assert dream.carry_detail(brighter + 1, plain, plain_next).max() == 1.0     # clipped
+
+
+def test_the_layer_panel_makes_one_dream_per_layer_and_keeps_it(untrained, image):
+    panel = dream.LayerDreamPanel(untrained, image, ["conv2", "conv3"], octaves=2,
+                                  steps_per_octave=4)
+    first = panel.panel
+    assert panel.widget.children[1] is first.widget and first.cache.steps_run == 8
+    panel.choice.value = "conv3"
+    assert set(panel.panels) == {"conv2", "conv3"} and panel.panel is not first
+    panel.choice.value = "conv2"
+    assert panel.panel is first and first.cache.steps_run == 8     # kept, nothing recomputed
