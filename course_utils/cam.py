@@ -352,3 +352,106 @@ def _grad_cam_verdict(got, maps: np.ndarray, grads: np.ndarray) -> str:
     return ("not yet: weight each feature map A_k by the mean of its gradient over (i, j), sum "
             "over k, then apply a ReLU.")
 
+
+
+# --- localization for free (Zhou et al. 2016, section 3) ----------------------------------------
+
+
+def localize(maps: np.ndarray, threshold: float = 0.2) -> np.ndarray:
+    """Bounding boxes from maps, as Zhou et al. localise with CAM.
+
+    Keep the pixels above ``threshold`` times the map's maximum, take the largest connected
+    region of them, and return the box around it.
+
+    Args:
+        maps: (N, H, W) maps at image resolution (e.g. ``cam(...)``).
+        threshold: a fraction of each map's maximum (Zhou et al. use 0.2).
+
+    Returns:
+        int boxes (N, 4): top, left, bottom, right, inclusive.
+    """
+    from skimage.measure import label
+
+    maps = np.asarray(maps, np.float32)
+    if maps.ndim != 3:
+        raise CourseError(f"localize takes maps (N, H, W); got shape {maps.shape}.")
+    if not 0 <= threshold < 1:
+        raise CourseError(f"threshold is a fraction of the map's maximum, 0 <= t < 1; got "
+                          f"{threshold!r}.")
+    boxes = np.zeros((len(maps), 4), np.int64)
+    for n, m in enumerate(maps):
+        regions = label(m > threshold * m.max()) if m.max() > 0 else np.zeros(m.shape, int)
+        if regions.max() == 0:                                # nothing above: the whole image
+            boxes[n] = (0, 0, m.shape[0] - 1, m.shape[1] - 1)
+            continue
+        largest = np.bincount(regions.ravel())[1:].argmax() + 1
+        boxes[n] = mask_boxes((regions == largest)[None])[0]
+    return boxes
+
+
+def mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """The box around each mask (N, H, W): int (N, 4), top, left, bottom, right, inclusive."""
+    masks = np.asarray(masks) > 0.5
+    if not masks.any(axis=(1, 2)).all():
+        raise CourseError("Every mask needs at least one pixel to have a box.")
+    rows, cols = masks.any(axis=2), masks.any(axis=1)
+    return np.stack([rows.argmax(1), cols.argmax(1), rows.shape[1] - 1 - rows[:, ::-1].argmax(1),
+                     cols.shape[1] - 1 - cols[:, ::-1].argmax(1)], axis=1)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of boxes (N, 4) and (N, 4) in pixels (inclusive corners): (N,)."""
+    a, b = np.atleast_2d(a), np.atleast_2d(b)
+    top, left = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
+    bottom, right = np.minimum(a[:, 2], b[:, 2]), np.minimum(a[:, 3], b[:, 3])
+    inter = np.clip(bottom - top + 1, 0, None) * np.clip(right - left + 1, 0, None)
+
+    def area(box):
+        return (box[:, 2] - box[:, 0] + 1) * (box[:, 3] - box[:, 1] + 1)
+
+    return inter / (area(a) + area(b) - inter)
+
+
+# --- a panel: layer × class ----------------------------------------------------------------------
+
+
+class LayerClassPanel:
+    """Two menus, layer and class, over one image's Grad-CAM map (notebook 03).
+
+    Maps are computed once per (layer, class) and kept. Attributes: ``layer`` and ``cls`` (the
+    menus; set ``.value`` from code), ``widget`` (display it), ``computed`` (maps made so far).
+    """
+
+    def __init__(self, model, image: np.ndarray, layers, class_names, mask=None):
+        import ipywidgets as w
+
+        self.model, self.image, self.mask = model, np.asarray(image, np.float32), mask
+        self.layer = w.Dropdown(options=list(layers), value=list(layers)[-1],
+                                description="layer")
+        self.cls = w.Dropdown(options=[(name, k) for k, name in enumerate(class_names)],
+                              description="class")
+        self.class_names, self.maps = list(class_names), {}
+        self.picture = w.Image(format="png")
+        for menu in (self.layer, self.cls):
+            menu.observe(self.update, names="value")
+        self.widget = w.VBox([w.HBox([self.layer, self.cls]), self.picture])
+        self.update()
+
+    @property
+    def computed(self) -> int:
+        return len(self.maps)
+
+    def update(self, change=None) -> None:
+        import matplotlib.pyplot as plt
+
+        from .plotting import figure_png, overlay
+
+        key = (self.layer.value, self.cls.value)
+        if key not in self.maps:
+            self.maps[key] = grad_cam(self.model, self.image, self.cls.value,
+                                      layer=self.layer.value)[0]
+        fig, ax = plt.subplots(figsize=(3.2, 3.4))
+        overlay(self.image, self.maps[key], ax, mask=self.mask, colorbar=True,
+                title=f"Grad-CAM, {key[0]}: {self.class_names[key[1]]}")
+        self.picture.value = figure_png(fig)
+        plt.close(fig)

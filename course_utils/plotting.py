@@ -44,9 +44,18 @@ def show_image(image: np.ndarray, ax=None, title: str | None = None):
     return ax
 
 
+def outline(mask: np.ndarray, ax=None, *, color: str = "white", linewidth: float = 1.2):
+    """Draw the outline of a binary mask (H, W), e.g. a shapes image's object, on the axes."""
+    ax = ax or plt.gca()
+    mask = np.asarray(mask, np.float32)
+    if mask.min() < 0.5 < mask.max():                       # an empty or full mask has no edge
+        ax.contour(mask, levels=[0.5], colors=[color], linewidths=linewidth)
+    return ax
+
+
 def overlay(image: np.ndarray, heatmap: np.ndarray, ax=None, *, alpha: float = 0.5,
             cmap: str | None = None, title: str | None = None, symmetric: bool = False,
-            colorbar: bool = False):
+            colorbar: bool = False, mask: np.ndarray | None = None):
     """Draw a heatmap over an image.
 
     Args:
@@ -59,6 +68,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, ax=None, *, alpha: float = 0
         title: axes title.
         symmetric: scale to [-1, 1] around 0 (for signed maps) instead of to [0, 1].
         colorbar: add a colourbar for the (normalised) heatmap values.
+        mask: an object mask (H, W) whose outline is drawn on top (the shapes' ground truth).
 
     Returns:
         The axes.
@@ -72,6 +82,8 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, ax=None, *, alpha: float = 0
                          interpolation="bilinear")
     if colorbar:
         ax.figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.04)
+    if mask is not None:
+        outline(mask, ax)
     return ax
 
 
@@ -110,17 +122,18 @@ def image_grid(images, titles=None, *, ncols: int = 8, size: float = 1.4, cmap: 
 
 
 def heatmap_row(image: np.ndarray, maps: dict, *, size: float = 2.0, cmap: str | None = None,
-                alpha: float = 0.5, suptitle: str | None = None):
+                alpha: float = 0.5, suptitle: str | None = None, mask: np.ndarray | None = None):
     """The image, then each named map over it, in one row. Returns the figure.
 
     Args:
         image: (H, W, 3) in [0, 1].
         maps: {title: heatmap (h, w)}.
+        mask: an object mask (H, W), outlined on every map.
     """
     fig, axes = plt.subplots(1, len(maps) + 1, figsize=(size * (len(maps) + 1), size + 0.4))
     show_image(image, axes[0], "image")
     for ax, (title, heatmap) in zip(axes[1:], maps.items(), strict=True):
-        overlay(image, heatmap, ax, cmap=cmap, alpha=alpha, title=title)
+        overlay(image, heatmap, ax, cmap=cmap, alpha=alpha, title=title, mask=mask)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()

@@ -217,3 +217,43 @@ def test_the_benchmark_runs_a_row():
     (result,) = run.benchmark(rows, sizes=(1,))
     assert result["time"] > 0 and result["bound"] > 0
     assert "Grad-CAM" in run.format_table([result])
+
+
+# --- localization for free, and the layer × class panel ----------------------------------------
+
+
+def test_localize_boxes_the_largest_region_above_the_threshold():
+    m = np.zeros((1, 10, 10), np.float32)
+    m[0, 2:5, 3:7] = 1.0                                      # the largest region
+    m[0, 8, 8] = 0.9                                          # a single bright pixel elsewhere
+    m[0, 0, 0] = 0.1                                          # below 20% of the maximum
+    np.testing.assert_array_equal(cu.cam.localize(m), [[2, 3, 4, 6]])
+    assert cu.cam.localize(np.zeros((1, 4, 4))).tolist() == [[0, 0, 3, 3]]   # empty: all of it
+
+
+def test_mask_boxes_and_iou_have_known_answers():
+    masks = np.zeros((2, 8, 8))
+    masks[0, 1:3, 1:3] = 1
+    masks[1, 4:8, 0:2] = 1
+    boxes = cu.cam.mask_boxes(masks)
+    np.testing.assert_array_equal(boxes, [[1, 1, 2, 2], [4, 0, 7, 1]])
+    np.testing.assert_allclose(cu.cam.box_iou(boxes, boxes), [1.0, 1.0])
+    np.testing.assert_allclose(cu.cam.box_iou(np.array([[0, 0, 1, 1]]), np.array([[1, 1, 2, 2]])),
+                               [1 / 7])                      # 1 pixel shared of 4 + 4 - 1
+    assert cu.cam.box_iou(np.array([[0, 0, 0, 0]]), np.array([[5, 5, 6, 6]]))[0] == 0
+    with pytest.raises(cu.CourseError, match="at least one pixel"):
+        cu.cam.mask_boxes(np.zeros((1, 4, 4)))
+
+
+def test_the_layer_class_panel_computes_each_map_once(course_model, shapes):
+    panel = cu.cam.LayerClassPanel(course_model, shapes.images[0], ["conv3", "conv4"],
+                                   cu.CLASS_NAMES, mask=shapes.masks[0])
+    first = panel.picture.value
+    assert first[:4] == b"\x89PNG" and panel.computed == 1
+    panel.cls.value = 2
+    panel.layer.value = "conv3"
+    assert panel.computed == 3 and panel.picture.value != first
+    panel.layer.value = "conv4"
+    assert panel.computed == 3                               # (conv4, 2) was made before
+    np.testing.assert_allclose(panel.maps[("conv4", 2)],
+                               cu.cam.grad_cam(course_model, shapes.images[0], 2)[0], rtol=1e-5)
