@@ -1,5 +1,6 @@
 # Seeing inside CNNs: two commands do all the set-up.
-#   make course   create .venv if missing, install, start JupyterLab on notebooks/
+#   make course   create .venv if missing, install, start JupyterLab on student/ (the exercises)
+#   make instructor   the same on notebooks/ (solutions and stored outputs)
 #   make test     same install, then lint, unit tests and nbval on every notebook, on this
 #                 stack and on the Colab stack (make test-colab-stack)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -7,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: course test install lint unit nbval clean-venv test-colab-stack colab-setup
+.PHONY: course instructor test install lint unit nbval clean-venv test-colab-stack colab-setup
 
 install: $(STAMP)
 
@@ -23,6 +24,9 @@ $(STAMP): pyproject.toml
 # JupyterLab refuses to start as root (containers, CI) unless told that is intended.
 JUPYTER_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 course: $(STAMP)
+	$(BIN)/jupyter lab student/ $(JUPYTER_ARGS)
+
+instructor: $(STAMP)
 	$(BIN)/jupyter lab notebooks/ $(JUPYTER_ARGS)
 
 lint: $(STAMP)

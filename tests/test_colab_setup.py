@@ -43,6 +43,7 @@ def test_readme_badges_are_the_generated_ones():
     assert text == colab_setup.readme_with_badges(text, URL, names), "run `make colab-setup`"
     for name in names:
         assert f"colab.research.google.com/github/{URL[19:]}/blob/main/notebooks/{name}" in text
+        assert f"colab.research.google.com/github/{URL[19:]}/blob/main/student/{name}" in text
 
 
 def test_sync_is_idempotent():

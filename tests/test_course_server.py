@@ -1,5 +1,5 @@
-"""`make course` serves the notebooks: JupyterLab, started as the Makefile starts it, answers on
-localhost and lists every notebook."""
+"""`make course` serves the student edition: JupyterLab, started as the Makefile starts it,
+answers on localhost and lists every notebook."""
 
 import json
 import os
@@ -25,7 +25,7 @@ def test_jupyterlab_serves_the_notebooks(tmp_path):
     jupyter = Path(sys.executable).parent / "jupyter"
     as_root = ["--allow-root"] if os.geteuid() == 0 else []          # as the Makefile does
     server = subprocess.Popen(
-        [str(jupyter), "lab", "notebooks/", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+        [str(jupyter), "lab", "student/", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          f"--IdentityProvider.token={token}", *as_root],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)})
@@ -40,7 +40,7 @@ def test_jupyterlab_serves_the_notebooks(tmp_path):
                 time.sleep(0.5)
         assert listing is not None, "JupyterLab did not answer within 90 s"
         served = {item["name"] for item in listing["content"]}
-        on_disk = {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
+        on_disk = {p.name for p in (ROOT / "student").glob("*.ipynb")}
         assert on_disk and on_disk <= served
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}",
                                     timeout=10) as response:

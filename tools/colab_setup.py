@@ -85,17 +85,21 @@ def first_code_cell(nb):
     return next(cell for cell in nb.cells if cell.cell_type == "code")
 
 
-def colab_link(url: str, notebook: str) -> str:
-    """The address that opens ``notebooks/<notebook>`` of the repository on Colab."""
+def colab_link(url: str, notebook: str, folder: str = "notebooks") -> str:
+    """The address that opens ``<folder>/<notebook>`` of the repository on Colab."""
     owner_repo = url.removeprefix("https://github.com/")
-    return f"https://colab.research.google.com/github/{owner_repo}/blob/{BRANCH}/notebooks/{notebook}"
+    return f"https://colab.research.google.com/github/{owner_repo}/blob/{BRANCH}/{folder}/{notebook}"
 
 
 def readme_badges(url: str, notebooks: list[str]) -> str:
-    """The README's block of "Open in Colab" badges, one row per notebook, with its markers."""
-    rows = [f"| `{Path(name).stem}` | [![Open in Colab]({BADGE})]({colab_link(url, name)}) |"
-            for name in notebooks]
-    return "\n".join([README_START, "| notebook | Colab |", "| --- | --- |", *rows, README_END])
+    """The README's block of "Open in Colab" badges, one row per notebook, with its markers:
+    the student edition (``student/``, exercises without solutions) first, then the
+    instructor edition (``notebooks/``, with solutions and stored outputs)."""
+    rows = [f"| `{Path(name).stem}` | [![Open in Colab]({BADGE})]"
+            f"({colab_link(url, name, 'student')}) | [![Open in Colab]({BADGE})]"
+            f"({colab_link(url, name)}) |" for name in notebooks]
+    return "\n".join([README_START, "| notebook | student edition | instructor edition |",
+                      "| --- | --- | --- |", *rows, README_END])
 
 
 def readme_with_badges(text: str, url: str, notebooks: list[str]) -> str:
