@@ -836,18 +836,53 @@ def class_correlations(model, images: np.ndarray, methods=EXERCISE_METHODS) -> d
     return {name: float(np.mean(values)) for name, values in found.items()}
 
 
-def check_class_exercise(answer, model, images: np.ndarray) -> None:
-    """Self-check for notebook 11: ``answer`` names the method of ``EXERCISE_METHODS`` whose map
-    changes least when another class is explained. Prints "correct" or "not yet: <hint>"."""
-    if answer not in EXERCISE_METHODS:
-        print(f"not yet: answer with one of the names {', '.join(EXERCISE_METHODS)} "
-              f"(a string); got {answer!r}.")
-        return
-    r = class_correlations(model, images)
-    best = max(r, key=r.get)
-    if answer == best:
-        print(f"correct: {answer}'s maps for the predicted and the other classes correlate "
-              f"at {r[answer]:.2f}: it shows the image more than the class (notebook 03).")
-    else:
-        print(f"not yet: {answer}'s maps for the predicted and the other classes correlate at "
-              f"{r[answer]:.2f}: it changes with the class. One method's correlate above 0.9.")
+def _image_class_correlations(model, image: np.ndarray, method: str, *,
+                              with_itself: bool = False) -> float:
+    """One image's mean correlation of the predicted class's map with each other class's map."""
+    cache = gradients.cached(model, ("explorer maps",), MapCache)
+    predicted = explain(model, image, None, [method], cache=cache)
+    values = []
+    for c in range(len(predicted.probabilities)):
+        if c == predicted.target and not with_itself:
+            continue
+        other = explain(model, image, c, [method], cache=cache)
+        values.append(np.corrcoef(predicted.maps[method].ravel(),
+                                  other.maps[method].ravel())[0, 1])
+    return float(np.mean(values))
+
+
+def check_class_exercise(my_class_correlation, model, images: np.ndarray) -> None:
+    """Self-check for notebook 11: ``my_class_correlation(model, image, method)`` must return the
+    mean correlation of the image's map for the predicted class with its map for each other
+    class, for every method of ``EXERCISE_METHODS``. Prints "correct ..." or "not yet: <hint>"."""
+    found = {}
+    for method in EXERCISE_METHODS:
+        for n, image in enumerate(images):
+            want = _image_class_correlations(model, image, method)
+            try:
+                got = my_class_correlation(model, image, method)
+            except Exception as e:  # a student's bug: report it, do not crash the notebook
+                print(f"not yet: your function raised {type(e).__name__}: {e} ({method}, "
+                      f"image {n}).")
+                return
+            if got is None:
+                print("not yet: your function returns None; return one number, the mean "
+                      "correlation.")
+                return
+            got = float(np.asarray(got).mean()) if np.size(got) == 1 else np.nan
+            if abs(got - want) < 1e-3:
+                found.setdefault(method, []).append(got)
+                continue
+            itself = _image_class_correlations(model, image, method, with_itself=True)
+            if abs(got - itself) < 1e-3:
+                print("not yet: leave out the predicted class itself: its map correlates 1 "
+                      "with itself and pulls the mean up.")
+            else:
+                print(f"not yet: for {method} on image {n} the mean correlation is {want:.2f}; "
+                      f"yours gives {got:.2f}. Compare the predicted class's map with the map of "
+                      "each *other* class, one correlation per class, and average them.")
+            return
+    least = max(found, key=lambda m: np.mean(found[m]))
+    print(f"correct: averaged over the images, {least} changes least with the class "
+          f"(mean correlation {np.mean(found[least]):.2f}): it shows the image more than the "
+          "class (notebook 03).")

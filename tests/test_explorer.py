@@ -174,9 +174,17 @@ def test_models_the_explorer_cannot_show_are_refused(course_model):
 def test_the_class_exercise_check(course_model, test_set, capsys):
     r = ex.class_correlations(course_model, test_set.images[:2])
     assert r["guided backprop"] > 0.9 > max(r["saliency"], r["Grad-CAM"], r["occlusion"])
-    for answer, verdict in [("guided backprop", "correct: guided backprop's maps"),
-                            ("Grad-CAM", "not yet: Grad-CAM's maps"),
-                            (None, "not yet: answer with one of the names")]:
+    def right(model, image, method):
+        return ex._image_class_correlations(model, image, method)
+
+    def with_itself(model, image, method):
+        return ex._image_class_correlations(model, image, method, with_itself=True)
+
+    for answer, verdict in [(right, "correct: averaged over the images, guided backprop changes"),
+                            (with_itself, "not yet: leave out the predicted class itself"),
+                            (lambda model, image, method: 0.5, "not yet: for saliency on image 0"),
+                            (lambda model, image, method: None, "not yet: your function returns"),
+                            (lambda model, image, method: 1 / 0, "not yet: your function raised")]:
         ex.check_class_exercise(answer, course_model, test_set.images[:2])
         assert capsys.readouterr().out.startswith(verdict)
 
