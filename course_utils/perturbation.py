@@ -331,7 +331,12 @@ def _anchor_explainer(model, image: np.ndarray, segmentation_kwargs, seed):
     """alibi's AnchorImage for ``image``: an absent superpixel shows the image's mean colour
     (alibi's default, each superpixel's own mean, hides nothing on one-coloured shapes; grey
     patches look like squares to the course CNN)."""
-    from alibi.explainers import AnchorImage  # slow to import: only when used
+    try:
+        from alibi.explainers import AnchorImage  # slow to import: only when used
+    except ImportError as error:
+        raise CourseError("Anchors needs alibi, which is not installed: pip install "
+                          "'alibi==0.9.6' (the course's `anchors` extra; Business Source License "
+                          "1.1, free for education and non-production use).") from error
 
     kwargs = dict(ANCHOR_SEGMENTS if segmentation_kwargs is None else segmentation_kwargs)
     background = np.broadcast_to(image.mean(axis=(0, 1)), (1, *image.shape)).astype(np.float32)

@@ -93,3 +93,12 @@ def test_anchors_one_small_case(course_model):
     assert a.anchor == b.anchor and a.precision == b.precision
     with pytest.raises(cu.CourseError, match="predicted class"):
         pt.anchors(course_model, x, target=1)
+
+
+def test_anchors_without_alibi_say_how_to_install_it(course_model, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "alibi.explainers", None)      # as if alibi were absent
+    image = cu.make_shapes(1, seed=3).images[0]
+    with pytest.raises(cu.CourseError, match="Anchors needs alibi"):
+        cu.perturbation.anchors(course_model, image)
