@@ -822,18 +822,10 @@ def class_correlations(model, images: np.ndarray, methods=EXERCISE_METHODS) -> d
     Near 1: the map hardly changes with the class; near 0 or below: it follows the class. The
     maps are kept (one cache per model), so asking again costs nothing.
     """
-    cache = gradients.cached(model, ("explorer maps",), MapCache)
-    found = {name: [] for name in methods}
-    for image in images:
-        predicted = explain(model, image, None, methods, cache=cache)
-        for c in range(len(predicted.probabilities)):
-            if c == predicted.target:
-                continue
-            other = explain(model, image, c, methods, cache=cache)
-            for name in methods:
-                found[name].append(np.corrcoef(predicted.maps[name].ravel(),
-                                               other.maps[name].ravel())[0, 1])
-    return {name: float(np.mean(values)) for name, values in found.items()}
+    # every image has the same number of other classes: the mean of the per-image means is the
+    # mean over all (image, class) pairs
+    return {name: float(np.mean([_image_class_correlations(model, image, name)
+                                 for image in images])) for name in methods}
 
 
 def _image_class_correlations(model, image: np.ndarray, method: str, *,
