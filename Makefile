@@ -84,7 +84,6 @@ $(COLAB_VENV)/.installed: $(COLAB_VENV)/.base pyproject.toml tools/colab_install
 	touch $@
 
 # JupyterLab and the browser are tested on the local stack only (Colab has its own front end);
-# the student edition too: its notebooks are the instructor's minus the solutions, which run here.
 # This run also stands in for another CPU: COURSE_PERTURB (course_utils/perturb.py) moves every
 # loaded weight and generated image by about 1e-6, the size of another machine's rounding, and
 # every stored output must still match. `make test-colab-stack COURSE_PERTURB=` turns it off.
@@ -93,7 +92,6 @@ test-colab-stack: $(COLAB_VENV)/.installed
 	COURSE_PERTURB=$(COURSE_PERTURB) MPLCONFIGDIR=$(COLAB_VENV)/matplotlib \
 		$(COLAB_BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
 		--ignore=tests/test_course_server.py --ignore=tests/test_browser.py \
-		--ignore=tests/test_student_edition.py \
 		--sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600 --durations=5
 
 # Regenerate every notebook's setup cell and the README's Colab badges from pyproject.toml.
