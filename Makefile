@@ -83,7 +83,7 @@ $(COLAB_VENV)/.installed: $(COLAB_VENV)/.base pyproject.toml tools/colab_install
 	$(COLAB_BIN)/python tools/colab_install.py --extras colab,test --reinstall
 	touch $@
 
-# JupyterLab and the browser are tested on the local stack only (Colab has its own front end);
+# JupyterLab and the browser are tested on the local stack only (Colab has its own front end).
 # This run also stands in for another CPU: COURSE_PERTURB (course_utils/perturb.py) moves every
 # loaded weight and generated image by about 1e-6, the size of another machine's rounding, and
 # every stored output must still match. `make test-colab-stack COURSE_PERTURB=` turns it off.
