@@ -1,8 +1,10 @@
 # Seeing inside CNNs: two commands do all the set-up.
 #   make course   create .venv if missing, install, start JupyterLab on student/ (the exercises)
 #   make instructor   the same on notebooks/ (solutions and stored outputs)
-#   make test     same install, then lint, unit tests and nbval on every notebook, on this
-#                 stack and on the Colab stack (make test-colab-stack)
+#   make book     the course as a book site, from the stored notebooks (_build/book/html)
+#   make test     same install, then lint, unit tests (the book site read in Chromium among them)
+#                 and nbval on every notebook, on this stack and on the Colab stack
+#                 (make test-colab-stack)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -16,7 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[anchors,lab,test]"
+	$(BIN)/python -m pip install -e ".[anchors,lab,test,book]"
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
@@ -53,7 +55,12 @@ browser:
 student: $(STAMP)
 	$(BIN)/python tools/nbtool.py student
 
-.PHONY: browser student
+.PHONY: browser student book
+
+# The course as a book site, from the notebooks' stored outputs (tools/book.py): _build/book/html.
+# tests/test_book.py builds it too and reads every page in Chromium.
+book: $(STAMP)
+	MPLCONFIGDIR=$(VENV)/matplotlib $(BIN)/python tools/book.py
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
@@ -91,7 +98,7 @@ COURSE_PERTURB ?= 1
 test-colab-stack: $(COLAB_VENV)/.installed
 	COURSE_PERTURB=$(COURSE_PERTURB) MPLCONFIGDIR=$(COLAB_VENV)/matplotlib \
 		$(COLAB_BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
-		--ignore=tests/test_course_server.py --ignore=tests/test_browser.py \
+		--ignore=tests/test_course_server.py --ignore=tests/test_browser.py --ignore=tests/test_book.py \
 		--sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600 --durations=5
 
 # Regenerate every notebook's setup cell and the README's Colab badges from pyproject.toml.

@@ -461,7 +461,7 @@ def guided_relu_backward(grad, x) -> np.ndarray:
 
 
 def print_largest_error(a, b, label: str, tol: float = 1e-5) -> None:
-    """Print the largest |a - b|, in words that are the same on every machine.
+    """Print the largest :math:`|a - b|`, in words that are the same on every machine.
 
     Round-off (below ``tol``) is reported as agreement, not as a number that would change with
     the CPU or library version; a real difference is printed to one significant digit.

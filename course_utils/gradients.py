@@ -304,8 +304,8 @@ def reduce_channels(grads: np.ndarray, reduce: str = "max_abs") -> np.ndarray:
 
     Args:
         grads: float (N, H, W, C).
-        reduce: ``"max_abs"``: max over channels of |g|, (N, H, W) (Simonyan et al. 2014);
-            ``"sum"``: signed sum over channels, (N, H, W); ``"abs"``: |g|, (N, H, W, C);
+        reduce: ``"max_abs"``: max over channels of :math:`|g|`, (N, H, W) (Simonyan et al. 2014);
+            ``"sum"``: signed sum over channels, (N, H, W); ``"abs"``: :math:`|g|`, (N, H, W, C);
             ``"none"``: the signed gradient itself, (N, H, W, C).
     """
     _check_choice("reduce", reduce, REDUCTIONS)
@@ -320,9 +320,9 @@ def reduce_channels(grads: np.ndarray, reduce: str = "max_abs") -> np.ndarray:
 
 def saliency(model, images, target=None, *, reduce: str = "max_abs", score: str = "logit",
              batch_size: int = BATCH_SIZE, value_range=UNIT_RANGE) -> np.ndarray:
-    """Vanilla gradient saliency (Simonyan, Vedaldi & Zisserman 2014).
+    r"""Vanilla gradient saliency (Simonyan, Vedaldi & Zisserman 2014).
 
-    M(i, j) = max over colour channels ch of |dS_c / dx(i, j, ch)|, where S_c is the
+    :math:`M_{ij} = \max_{ch} |\partial S_c / \partial x_{ij,ch}|`, where :math:`S_c` is the
     **pre-softmax** score of class c: how much a small change of each pixel would change it.
 
     Args:

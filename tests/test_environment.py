@@ -7,7 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # The local stack (numpy 1, `pip check` clean): the core dependencies and these extras. The Colab
 # stack (numpy 2) takes the `colab` extra instead of `anchors` (tests/test_colab_setup.py).
-LOCAL_EXTRAS = ("anchors", "lab", "test")
+LOCAL_EXTRAS = ("anchors", "lab", "test", "book")
 LOCAL_INSTALL = f".[{','.join(LOCAL_EXTRAS)}]"
 
 
