@@ -236,13 +236,72 @@ def _with_rule(model, rule: str):
     return _rebuild(model, call)
 
 
+# Activations the rules leave alone: linear, the softmax at the end, and the sigmoid gates of
+# squeeze-and-excitation blocks (they scale feature maps rather than rectify them).
+NOT_RECTIFIERS = ("linear", "softmax", "softmax_v2", "sigmoid", "hard_sigmoid")
+ACTIVATION_OPS = ("relu", "relu6", "silu", "swish", "gelu", "elu", "selu", "leakyrelu", "softplus",
+                  "tanh", "mish", "hardsilu", "hardswish", "celu", "glu", "sparseplus",
+                  "squareplus", "softsign", "logsigmoid", "sigmoid", "hardsigmoid")
+
+
+def _operations(model) -> list:
+    """Every layer and operation of a model, nested models' included."""
+    ops = model.layers if isinstance(model, keras.Sequential) else model.operations
+    return [o for op in ops for o in ([op, *_operations(op)] if isinstance(op, keras.Model)
+                                      else [op])]
+
+
+def other_activations(model) -> dict[str, int]:
+    """The nonlinearities of a model that are not ReLUs the rules can replace, counted by name:
+    swish, GELU, ELU, leaky ReLU, ... and activations written as operations
+    (``keras.ops.relu(x)``), which a view of the model cannot replace."""
+    found: dict[str, int] = {}
+    for op in _operations(model):
+        if not isinstance(op, keras.layers.Layer):
+            name = type(op).__name__.lower()
+            name = f"keras.ops.{name} (an operation, not a layer)" if name in ACTIVATION_OPS \
+                else None
+        elif isinstance(op, keras.layers.ReLU) and float(op.negative_slope) != 0:
+            name = "leaky ReLU"
+        elif isinstance(op, keras.layers.LeakyReLU | keras.layers.ELU | keras.layers.PReLU):
+            name = type(op).__name__
+        else:
+            act = getattr(op, "activation", None)
+            name = getattr(act, "__name__", None)
+            name = None if name is None or _is_relu(act) or name in NOT_RECTIFIERS else name
+        if name:
+            found[name] = found.get(name, 0) + 1
+    return found
+
+
+def check_relu_network(model, rule: str) -> None:
+    """Guided backprop and deconvnet are rules *at ReLUs*: raise a CourseError for a model
+    with other nonlinearities (EfficientNet's swish, ConvNeXt's GELU, LeakyReLU, ELU), where
+    the rules are not defined, or with no ReLU at all (the result would be the vanilla
+    gradient, silently)."""
+    others = other_activations(model)
+    relus = sum(_is_relu_layer(op) or _has_relu_activation(op) for op in _operations(model)
+                if isinstance(op, keras.layers.Layer))
+    method = ("Guided backprop (and guided Grad-CAM, built on it)" if rule == "guided"
+              else "The deconvnet")
+    if others or not relus:
+        found = ", ".join(f"{name} ({n}×)" for name, n in others.items()) or "no ReLU"
+        raise CourseError(
+            f"{method} is defined for ReLU networks: it changes the backward pass at each ReLU "
+            f"only. This model has {found}; there the rule is not defined and the map would be "
+            "(partly) the plain gradient under another name. Use saliency, SmoothGrad or "
+            "Grad-CAM, which hold for any activation.")
+
+
 def backprop_model(model, rule: str = "vanilla", layer_names: list[str] | str | None = None):
     """A view of ``model`` whose ReLUs backpropagate by ``rule``; the model is not changed.
 
     The forward pass is exactly the model's. Only the gradients differ (see
     :func:`relu_with_rule`). ReLUs are found as standalone ``ReLU``/``Activation("relu")``
     layers (MobileNetV2's ``ReLU(6.)`` included) and as the ``activation="relu"`` of Dense and
-    Conv layers, also inside nested models. Other activations are left as they are.
+    Conv layers, also inside nested models. A model with other nonlinearities (swish, GELU,
+    leaky ReLU, ...) or none is refused for the guided and deconvnet rules, which are defined
+    for ReLUs only (:func:`check_relu_network`).
 
     Args:
         model: a single-input Keras classifier (Sequential, functional or nested).
@@ -255,7 +314,10 @@ def backprop_model(model, rule: str = "vanilla", layer_names: list[str] | str | 
     """
     _check_choice("rule", rule, RULES)
     view = logits_model(model) if layer_names is None else feature_model(model, layer_names)
-    return view if rule == "vanilla" else _with_rule(view, rule)
+    if rule == "vanilla":
+        return view
+    check_relu_network(model, rule)
+    return _with_rule(view, rule)
 
 
 # --- input gradients ----------------------------------------------------------------------------

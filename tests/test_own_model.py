@@ -9,7 +9,7 @@ import tensorflow as tf
 from keras import layers
 
 import course_utils as cu
-from course_utils import cam, features, gradients, models
+from course_utils import cam, gradients
 
 SIDE = 16
 X = np.random.default_rng(0).uniform(0, 1, (2, SIDE, SIDE, 3)).astype(np.float32)
@@ -70,3 +70,48 @@ def test_a_softmax_the_course_cannot_remove_is_refused():
     sigmoid = keras.Model(inputs, layers.Activation("sigmoid")(z))
     with pytest.raises(cu.CourseError, match="'sigmoid', not a softmax"):
         cu.logits_model(sigmoid)
+
+
+# --- 2. guided backprop and deconvnet need ReLUs ------------------------------------------------
+
+def _head(inputs, x):
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(3)(x))
+
+
+def _non_relu_models():
+    for activation in ("swish", "gelu", "elu", "tanh"):
+        yield activation, _head(*_trunk_maps(activation))
+    for layer in (layers.LeakyReLU(0.1), layers.ELU(), layers.PReLU(), layers.ReLU(
+            negative_slope=0.1)):
+        inputs, x = _trunk_maps(None)
+        yield type(layer).__name__, _head(inputs, layer(x))
+    inputs, x = _trunk_maps(None)
+    yield "keras.ops.relu", _head(inputs, keras.ops.relu(x))
+    yield "no activation", _head(*_trunk_maps(None))
+
+
+def _trunk_maps(activation):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIDE, SIDE, 3))
+    return inputs, layers.Conv2D(8, 3, padding="same", activation=activation)(inputs)
+
+
+@pytest.mark.parametrize("method", [gradients.guided_backprop, gradients.deconvnet,
+                                    cam.guided_grad_cam])
+def test_the_relu_rules_refuse_a_network_without_relus(method):
+    for name, model in _non_relu_models():
+        match = ("defined for ReLU networks.*" +
+                 ("no ReLU" if name == "no activation" else "") + ".*Use saliency")
+        with pytest.raises(cu.CourseError, match=match):
+            method(model, X)
+
+
+def test_a_relu_network_with_sigmoid_gates_keeps_the_relu_rules():
+    """A squeeze-and-excitation gate (sigmoid) scales maps; it is not a rectifier."""
+    inputs, x = _trunk_maps("relu")
+    gate = layers.Dense(8, activation="sigmoid")(layers.GlobalAveragePooling2D()(x))
+    model = _head(inputs, x * layers.Reshape((1, 1, 8))(gate))
+    guided = gradients.guided_backprop(model, X)
+    assert guided.shape == (2, SIDE, SIDE) and np.isfinite(guided).all()
+    assert not np.allclose(guided, gradients.saliency(model, X))
