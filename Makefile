@@ -55,6 +55,14 @@ student: $(STAMP)
 
 .PHONY: browser student
 
+# Every method on seven keras.applications architectures in three forms (tests/test_zoo.py);
+# `make test` runs two of them. About 00 min on 2 CPU cores.
+test-zoo: $(STAMP)
+	MPLCONFIGDIR=$(VENV)/matplotlib $(BIN)/python -m pytest tests/test_zoo.py --zoo -rA \
+		--durations=25
+
+.PHONY: test-zoo
+
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
 

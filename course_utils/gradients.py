@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .checks import as_image_batch, as_targets
+from .checks import as_image_batch, as_targets, check_batch_size
 from .errors import CourseError
 from .models import _rebuild, feature_model, logits_model
 
@@ -96,6 +96,7 @@ TARGET_SPEC = tf.TensorSpec((None,), tf.int32)
 
 def in_batches(fn: Callable, x: np.ndarray, t: np.ndarray, batch_size: int) -> np.ndarray:
     """``fn(x, t)`` on chunks of at most ``batch_size`` images, joined as one NumPy array."""
+    batch_size = check_batch_size(batch_size)
     parts = [np.asarray(fn(x[i:i + batch_size], t[i:i + batch_size]))
              for i in range(0, len(x), batch_size)]
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
@@ -175,6 +176,11 @@ def pre_activation(layer, x: tf.Tensor) -> tf.Tensor:
         y = keras.ops.depthwise_conv(x, layer.kernel, strides=layer.strides, padding=layer.padding,
                                      dilation_rate=layer.dilation_rate,
                                      data_format=layer.data_format)
+    elif isinstance(layer, keras.layers.SeparableConv2D):
+        y = keras.ops.separable_conv(x, layer.depthwise_kernel, layer.pointwise_kernel,
+                                     strides=layer.strides, padding=layer.padding,
+                                     dilation_rate=layer.dilation_rate,
+                                     data_format=layer.data_format)
     else:
         y = layer.convolution_op(x, layer.kernel)
     if not layer.use_bias:
@@ -185,7 +191,8 @@ def pre_activation(layer, x: tf.Tensor) -> tf.Tensor:
 
 
 LINEAR_PARTS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-                keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+                keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
+                keras.layers.SeparableConv2D)
 
 
 class ReLUWithRule(keras.layers.Layer):
@@ -356,6 +363,7 @@ def input_gradients(model, images, target=None, *, rule: str = "vanilla", score:
     """
     _check_choice("rule", rule, RULES)
     _check_choice("score", score, SCORES)
+    check_batch_size(batch_size)
     x, t = prepare(model, images, target, value_range)
     fn = cached(model, ("gradient", rule, score), lambda: _gradient_function(model, rule, score))
     return in_batches(fn, x, t, batch_size)
@@ -491,6 +499,7 @@ def smoothgrad(model, images, target=None, *, noise: float = 0.1, n_samples: int
         raise CourseError(f"n_samples must be a positive integer; got {n_samples!r}.")
     if not 0 <= noise < 10:
         raise CourseError(f"noise is a share of the image's value range, e.g. 0.15; got {noise}.")
+    batch_size = check_batch_size(batch_size)
     x, t = prepare(model, images, target, value_range)
     t = resolve_targets(model, x, t)                         # chosen on the clean images
     sigma = (noise * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))).astype(np.float32)

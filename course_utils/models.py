@@ -80,7 +80,15 @@ def read_manifest(data_dir=None) -> dict:
         raise CourseError(f"The model manifest {path} is missing. Restore data/ from the "
                           "repository (git checkout -- data) or rebuild the models with "
                           "`python -m course_utils.train`.")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        manifest = e
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
+        raise CourseError(f"The model manifest {path} is damaged (not JSON with a \"models\" "
+                          "table). Restore it with `git checkout -- data/manifest.json`, or "
+                          "rebuild the models with `python -m course_utils.train`.")
+    return manifest
 
 
 def load_course_model(name: str = "shapes_cnn", *, data_dir=None):
@@ -113,8 +121,10 @@ def load_course_model(name: str = "shapes_cnn", *, data_dir=None):
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # a file that passed the hash check but Keras cannot read
-        raise CourseError(f"Keras could not load {path} ({type(e).__name__}: {e}). "
-                          f"{rebuild}") from e
+        raise CourseError(f"Keras could not read {path} ({type(e).__name__}): the file is "
+                          "damaged (truncated?) although its sha256 matches the manifest, so the "
+                          "manifest was written for the damaged file. Restore both with `git "
+                          f"checkout -- data`, or: {rebuild}") from e
     return perturb.perturb_model(model)  # a no-op unless the test-only COURSE_PERTURB is set
 
 
@@ -363,6 +373,9 @@ def feature_model(model, layer_names_: list[str] | str, *, logits: bool = True):
     return _check_logits(view, model) if logits else view
 
 
+CONV_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+
+
 def conv_layer_names(model) -> list[str]:
     """Names of the convolution layers (nested ones included), input to output."""
 
@@ -370,7 +383,7 @@ def conv_layer_names(model) -> list[str]:
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             names.extend(conv_layer_names(layer))
-        elif isinstance(layer, keras.layers.Conv2D | keras.layers.DepthwiseConv2D):
+        elif isinstance(layer, CONV_LAYERS):
             names.append(layer.name)
     return names
 
@@ -378,7 +391,10 @@ def conv_layer_names(model) -> list[str]:
 def predict_logits(model, images, batch_size: int = 256):
     """Logits of a batch, as a NumPy array (N, classes)."""
 
-    view = logits_model(model)
+    from .checks import as_image_batch, check_batch_size
+
+    batch_size, view = check_batch_size(batch_size), logits_model(model)
+    images = as_image_batch(images, model, value_range=None)
     return np.concatenate([view(images[i:i + batch_size], training=False).numpy()
                            for i in range(0, len(images), batch_size)])
 
@@ -492,9 +508,12 @@ def load_imagenet_model(name: str = "mobilenet_v2", *, weights: str | None = "im
         if weights is not None:
             index_url = keras.applications.imagenet_utils.CLASS_INDEX_PATH
             keras.utils.get_file(CLASS_INDEX_FILE, index_url, cache_subdir="models")
-    except OSError as e:
-        raise CourseError(f"Downloading the {name} weights failed ({e}). Check the network, or "
-                          "use the shapes models, which need none.") from e
+    except Exception as e:  # keras.utils.get_file wraps a failed download in a bare Exception
+        raise CourseError(f"Downloading the {name} weights failed ({type(e).__name__}: {e}). "
+                          "The host answered, but the download did not go through (a proxy, a "
+                          "firewall, a captive portal?). Check the network, or use "
+                          "load_imagenet_model('efficientnet_lite0') or the shapes models, "
+                          "which need none.") from e
     finally:
         socket.setdefaulttimeout(previous)
 
