@@ -97,7 +97,7 @@ def check_input_shape(x: np.ndarray, model, name: str = "images") -> None:
     """Raise a CourseError unless the batch ``x`` fits the model's input (H, W, C)."""
     from .models import check_model
 
-    check_model(model)
+    check_model(model, classifier=False)
     expected = tuple(model.input_shape[1:])
     if len(expected) != 3:
         raise CourseError(f"The course explains image models; this model's input shape is "

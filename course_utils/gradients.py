@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from .checks import as_image_batch, as_targets, check_batch_size
 from .errors import CourseError
-from .models import _rebuild, feature_model, logits_model
+from .models import _rebuild, check_model, feature_model, logits_model
 
 RULES = ("vanilla", "guided", "deconvnet")
 REDUCTIONS = ("max_abs", "abs", "sum", "none")
@@ -65,6 +65,7 @@ def prepare(model, images, target, value_range=UNIT_RANGE) -> tuple[np.ndarray, 
         images as float32 (N, H, W, C), and targets as int32 (N,) where -1 means "the class the
         model predicts".
     """
+    check_model(model)
     x = as_image_batch(images, model, value_range=value_range)
     t = as_targets(target, len(x), n_classes(model))
     return x, np.full(len(x), -1, np.int32) if t is None else t

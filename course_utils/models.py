@@ -333,6 +333,7 @@ def layer_names(model) -> list[str]:
 
 def check_layer_name(model, name: str) -> None:
     """Raise a CourseError naming the layers that exist, unless ``name`` is one of them."""
+    check_model(model, classifier=False)
     names = layer_names(model)
     if name not in names:
         shown = ", ".join(names[:40]) + (f", ... ({len(names)} in all)" if len(names) > 40 else "")
