@@ -165,7 +165,8 @@ def layers_up_to(model, layer: str) -> list:
     """
     check_layer_name(model, layer)
     target = next((current for current in model.layers if current.name == layer), None)
-    if not isinstance(target, keras.layers.Conv2D | keras.layers.MaxPooling2D):
+    if not isinstance(target, keras.layers.Conv2D | keras.layers.MaxPooling2D
+                      | keras.layers.InputLayer | keras.layers.Rescaling):
         kind = "a layer inside a nested model" if target is None else \
             f"a {type(target).__name__} layer"
         where = projectable_layers(model)
