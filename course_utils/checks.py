@@ -102,18 +102,21 @@ def check_input_shape(x: np.ndarray, model, name: str = "images") -> None:
     if len(expected) != 3:
         raise CourseError(f"The course explains image models; this model's input shape is "
                           f"{model.input_shape}.")
-    if expected[-1] is not None and x.shape[-1] != expected[-1]:
-        hint = {(1, 3): " Make them RGB: np.repeat(images, 3, axis=-1).",
-                (4, 3): " Drop the alpha channel: images[..., :3].",
-                (3, 1): " Make them grey: images.mean(axis=-1, keepdims=True)."}
-        raise CourseError(f"This model expects images with {expected[-1]} channel(s); {name} have "
-                          f"{x.shape[-1]}.{hint.get((x.shape[-1], expected[-1]), '')}")
-    for got, want in zip(x.shape[1:], expected, strict=True):
-        if want is not None and got != want:
-            wanted = _describe("?" if w is None else w for w in expected)
-            raise CourseError(f"This model expects {wanted} images (H×W×C); {name} are "
-                              f"{_describe(x.shape[1:])}. Resize them, e.g. with "
-                              "cu.data.center_crop_resize(image, model).")
+    sizes_differ = any(w is not None and g != w for g, w in zip(x.shape[1:3], expected[:2],
+                                                                  strict=True))
+    channels_differ = expected[2] is not None and x.shape[3] != expected[2]
+    if sizes_differ or channels_differ:
+        wanted = _describe("?" if w is None else w for w in expected)
+        hint = {(1, 3): "Make them RGB: np.repeat(images, 3, axis=-1).",
+                (4, 3): "Drop the alpha channel: images[..., :3].",
+                (3, 1): "Make them grey: images.mean(axis=-1, keepdims=True)."}
+        fixes = (["Resize them, e.g. with cu.data.center_crop_resize(image, model)."]
+                 if sizes_differ else [])
+        if channels_differ:
+            fixes.append(hint.get((x.shape[3], expected[2]),
+                                  f"The model takes {expected[2]} channel(s), not {x.shape[3]}."))
+        raise CourseError(f"This model expects {wanted} images (H×W×C); {name} are "
+                          f"{_describe(x.shape[1:])}. {' '.join(fixes)}")
 
 
 def as_targets(target, n: int, n_classes: int) -> np.ndarray | None:

@@ -186,7 +186,6 @@ def _rebuild(model, call):
     """A new functional graph over the *same* layers (weights shared), in which every top-level
     layer call goes through ``call(layer, *args, **kwargs)``."""
 
-    check_model(model, classifier=False)
     if isinstance(model, keras.Sequential):
         # Keras cannot re-trace a Sequential model with a hook, so call its layers in order.
         x = inputs = keras.Input(model.input_shape[1:])
@@ -367,7 +366,7 @@ def feature_model(model, layer_names_: list[str] | str, *, logits: bool = True):
         A Keras model: ``feats..., logits = view(images)``, weights shared with ``model``.
     """
     names = [layer_names_] if isinstance(layer_names_, str) else list(layer_names_)
-    check_model(model)
+    check_model(model, classifier=logits)
     for name in names:
         check_layer_name(model, name)
     view = _with_outputs(model, names, logits=logits)

@@ -300,10 +300,11 @@ def test_other_bad_arguments_are_course_errors():
             cu.ascent.Settings(value_range=value_range)
 
 
-@pytest.mark.parametrize(("channels", "fix"), [(1, "np.repeat"), (4, "alpha"), (2, "")])
+@pytest.mark.parametrize(("channels", "fix"), [(1, "np.repeat"), (4, "alpha"),
+                                               (2, "takes 3 channel")])
 def test_a_wrong_channel_count_is_not_told_to_resize(channels, fix):
     x = np.full((1, SIDE, SIDE, channels), 0.5, np.float32)
-    with pytest.raises(cu.CourseError, match=f"3 channel.*have {channels}.*{fix}") as e:
+    with pytest.raises(cu.CourseError, match=f"expects 16×16×3.*are 16×16×{channels}.*{fix}") as e:
         gradients.saliency(_small(), x)
     assert "Resize" not in str(e.value)
 
