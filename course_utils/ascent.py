@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import tensorflow as tf
 
+from .checks import check_value_range
 from .errors import CourseError
 
 NEUTRAL = 0.5      # the neutral start, and where the L2 decay pulls: mid-grey
@@ -72,6 +73,9 @@ class Settings:
     value_range: tuple[float, float] | None = (0.0, 1.0)
     seed: int = 0
 
+    def __post_init__(self):
+        check_settings(self)
+
     def with_(self, **changes) -> Settings:
         """A copy with some settings changed (checked)."""
         return check_settings(replace(self, **changes))
@@ -94,6 +98,7 @@ def check_settings(settings: Settings) -> Settings:
                           f"{s.blur_every!r}.")
     if int(s.jitter) != s.jitter or s.jitter < 0:
         raise CourseError(f"jitter must be a whole number of pixels, 0 or more; got {s.jitter!r}.")
+    check_value_range(s.value_range)
     return s
 
 

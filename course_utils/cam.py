@@ -16,12 +16,14 @@ default, or at the layer's resolution (N, h, w) with ``upsample=False``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from .checks import check_batch_size
 from .errors import CourseError
 from .gradients import (
     BATCH_SIZE,
@@ -36,7 +38,7 @@ from .gradients import (
     reduce_channels,
     resolve_targets,
 )
-from .models import check_layer_name, conv_layer_names, feature_model
+from .models import check_layer_name, computes_softmax, conv_layer_names, feature_model
 
 # --- which layer ------------------------------------------------------------------------------
 
@@ -50,26 +52,27 @@ def last_conv_layer(model) -> str:
     return names[-1]
 
 
-# Layers that keep the feature maps of the convolution before them, position by position.
-PER_POSITION = (keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.Activation)
+POOLING = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 
 
 def default_cam_layer(model) -> str:
-    """Grad-CAM's default layer: the feature maps that reach the classifier's head.
+    """Grad-CAM's default layer: the last layer whose output is the feature maps that reach the
+    classifier's head.
 
-    Walk back from the output past the head (softmax, dense, dropout, global pooling) to the
-    first layer with feature maps (N, h, w, channels). If it is a batch norm or an activation,
-    it is the default: EfficientNet-Lite0's ``head_conv → head_bn → head_relu → gap`` gives
-    ``"head_relu"`` (MobileNetV2 ``"out_relu"``), the maps CAM weights, where the last
-    convolution ``head_conv`` would miss the batch norm and the ReLU6. Otherwise (the course
-    CNN's ``conv4``, with its ReLU inside; a max pooling, as in VGG) it is the last convolution
-    layer.
+    Walk back from the output past the head (softmax, dense, dropout, global pooling, flatten)
+    to the first layer with feature maps (N, h, w, channels), whatever it is: MobileNetV2's
+    ``"out_relu"`` and EfficientNet-Lite0's ``"head_relu"`` (after the last convolution's batch
+    norm and ReLU6), ResNet50's ``"conv5_block3_out"`` (after the residual add), DenseNet121's
+    ``"relu"`` (after the last concatenation), Xception's ``"block14_sepconv2_act"``, the
+    course CNN's ``"conv4"``: the maps CAM weights, where the last convolution may be a branch
+    before an add or a concatenation. A max or average pooling right before the head (VGG) is
+    passed, to the finer maps it pools, as in the Grad-CAM paper.
     """
-    last_conv = last_conv_layer(model)
-    for layer in _last_layers(model, count=8):                  # output first
-        if len(layer.output.shape) == 4:
-            return layer.name if isinstance(layer, PER_POSITION) else last_conv
-    return last_conv
+    for layer, shape in _layers_back(model):
+        if len(shape) == 4 and isinstance(layer, keras.layers.Layer) \
+                and not isinstance(layer, POOLING):
+            return layer.name
+    return last_conv_layer(model)        # raises: this model has no feature maps
 
 
 def feature_map_layer(model, layer: str | None) -> str:
@@ -97,35 +100,36 @@ def feature_map_layer(model, layer: str | None) -> str:
 # --- CAM: global average pooling, then one dense layer ---------------------------------------
 
 
-def _top_level_chain(model, count: int) -> list:
-    """The model's last ``count`` top-level layers, output first, following first inputs."""
+def _top_level_chain(model):
+    """The model's top-level layers (and operations), output first, following first inputs,
+    each with its output shape."""
     if isinstance(model, keras.Sequential):
-        return model.layers[::-1][:count]
-    chain, tensor = [], model.outputs[0]
-    while len(chain) < count:
+        yield from ((layer, tuple(layer.output.shape)) for layer in model.layers[::-1])
+        return
+    tensor = model.outputs[0]
+    while True:
         layer, node_index, _ = tensor._keras_history
         if isinstance(layer, keras.layers.InputLayer):
-            break
-        chain.append(layer)
+            return
+        yield layer, tuple(tensor.shape)
         inputs = layer._inbound_nodes[node_index].input_tensors
         if not inputs:
-            break
+            return
         tensor = inputs[0]
-    return chain
 
 
-def _last_layers(model, count: int = 6) -> list:
-    """The model's last few layers, output first; a nested model is replaced by its layers."""
-    chain = []
-    for layer in _top_level_chain(model, count):
-        chain.extend(_last_layers(layer, count) if isinstance(layer, keras.Model) else [layer])
-    return chain[:count]
+def _layers_back(model):
+    """The model's layers from the output back, each with its output shape; a nested model is
+    replaced by its own layers."""
+    for layer, shape in _top_level_chain(model):
+        if isinstance(layer, keras.Model):
+            yield from _layers_back(layer)
+        else:
+            yield layer, shape
 
 
-def _is_softmax(layer) -> bool:
-    return isinstance(layer, keras.layers.Softmax) or (
-        isinstance(layer, keras.layers.Activation)
-        and getattr(layer.activation, "__name__", "") == "softmax")
+def _is_softmax(layer, width) -> bool:
+    return not isinstance(layer, keras.layers.Dense) and computes_softmax(layer, width)
 
 
 def cam_head(model) -> tuple[str, keras.layers.Dense]:
@@ -139,16 +143,16 @@ def cam_head(model) -> tuple[str, keras.layers.Dense]:
     Raises:
         CourseError: for any other head, suggesting Grad-CAM.
     """
-    chain = _last_layers(model)
-    rest = [layer for layer in chain if not isinstance(layer, keras.layers.Dropout)]
-    if rest and _is_softmax(rest[0]):
+    chain = list(itertools.islice(_layers_back(model), 6))
+    rest = [layer for layer, _ in chain if not isinstance(layer, keras.layers.Dropout)]
+    if rest and _is_softmax(rest[0], chain[0][1][-1]):
         rest = rest[1:]
     if (len(rest) >= 3 and isinstance(rest[0], keras.layers.Dense)
             and getattr(rest[0].activation, "__name__", "") in ("linear", "softmax")
             and isinstance(rest[1], keras.layers.GlobalAveragePooling2D)
             and not rest[1].keepdims):
         return rest[2].name, rest[0]
-    ending = " -> ".join(layer.name for layer in chain[::-1])
+    ending = " -> ".join(layer.name for layer, _ in chain[::-1])
     raise CourseError(
         "CAM needs a model that ends with global average pooling and one dense layer (the dense "
         f"weights are the CAM weights); this model ends with {ending}. Grad-CAM works with any "
@@ -157,6 +161,7 @@ def cam_head(model) -> tuple[str, keras.layers.Dense]:
 
 def _finish(maps: tf.Tensor, relu: bool, size) -> tf.Tensor:
     """ReLU (optional) and bilinear upsampling to ``size`` (or None to keep the layer's)."""
+    maps = tf.cast(maps, tf.float32)
     if relu:
         maps = tf.nn.relu(maps)
     if size is not None:
@@ -175,6 +180,7 @@ def _cam_function(model, relu: bool, size):
     @tf.function(input_signature=[image_spec(model), TARGET_SPEC])
     def class_activation_map(x, target):
         maps, logits = view(x, training=False)                             # (N, h, w, K)
+        maps = tf.cast(maps, dense.kernel.dtype)                # float16 under mixed precision
         target = tf.where(target < 0, tf.argmax(logits, -1, output_type=tf.int32), target)
         weights = tf.gather(tf.transpose(dense.kernel), target)            # (N, K)
         return _finish(tf.einsum("nhwk,nk->nhw", maps, weights), relu, size)
@@ -205,6 +211,7 @@ def cam(model, images, target=None, *, relu: bool = False, upsample: bool = True
     Raises:
         CourseError: bad input, or a model with another head (use :func:`grad_cam`).
     """
+    check_batch_size(batch_size)
     x, t = prepare(model, images, target, value_range)
     size = _output_size(x, upsample)
     fn = cached(model, ("cam", relu, size), lambda: _cam_function(model, relu, size))
@@ -233,6 +240,7 @@ def _gradient_cam_function(model, layer: str, average: bool, relu: bool, size):
 
 def _gradient_cam(model, images, target, layer, average, relu, upsample, batch_size,
                   value_range) -> np.ndarray:
+    check_batch_size(batch_size)
     x, t = prepare(model, images, target, value_range)
     layer = feature_map_layer(model, layer)
     size = _output_size(x, upsample)

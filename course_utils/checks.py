@@ -3,6 +3,9 @@ on, before TensorFlow sees the data and answers with a stack trace."""
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 from .errors import CourseError
@@ -29,6 +32,7 @@ def as_image_batch(images, model=None, *, value_range: tuple[float, float] | Non
     Raises:
         CourseError: wrong rank, size or channels; uint8 or out-of-range values; NaN or inf.
     """
+    value_range = check_value_range(value_range)
     x = np.asarray(images)
     if x.ndim == 3:
         x = x[None]
@@ -59,18 +63,60 @@ def as_image_batch(images, model=None, *, value_range: tuple[float, float] | Non
     return x
 
 
+def check_value_range(value_range):
+    """Return ``value_range``: None, or a pair of finite numbers (low, high) with low < high."""
+    if value_range is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        lo = hi = math.nan
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise CourseError(f"value_range must be (low, high) with low < high, e.g. (0, 1), or None "
+                          f"for images after a model's own preprocessing; got {value_range!r}.")
+    return lo, hi
+
+
+def check_batch_size(batch_size) -> int:
+    """Return ``batch_size`` as an int; a CourseError unless it is a whole number >= 1."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) \
+            or batch_size < 1:
+        raise CourseError(f"batch_size must be a whole number of images, 1 or more (e.g. 64); "
+                          f"got {batch_size!r}.")
+    return int(batch_size)
+
+
+def check_fill(fill, name: str = "fill") -> None:
+    """Raise a CourseError for a number that is NaN or infinite (a fill, baseline or colour)."""
+    if isinstance(fill, numbers.Real) and not math.isfinite(fill):
+        raise CourseError(f"{name} must be a finite number (e.g. 0.5, grey) or a named fill; got "
+                          f"{fill!r}, which would make every score NaN.")
+
+
 def check_input_shape(x: np.ndarray, model, name: str = "images") -> None:
     """Raise a CourseError unless the batch ``x`` fits the model's input (H, W, C)."""
+    from .models import check_model
+
+    check_model(model, classifier=False)
     expected = tuple(model.input_shape[1:])
     if len(expected) != 3:
         raise CourseError(f"The course explains image models; this model's input shape is "
                           f"{model.input_shape}.")
-    for got, want in zip(x.shape[1:], expected, strict=True):
-        if want is not None and got != want:
-            wanted = _describe("?" if w is None else w for w in expected)
-            raise CourseError(f"This model expects {wanted} images (H×W×C); {name} are "
-                              f"{_describe(x.shape[1:])}. Resize them, e.g. with "
-                              "cu.data.center_crop_resize(image, model).")
+    sizes_differ = any(w is not None and g != w for g, w in zip(x.shape[1:3], expected[:2],
+                                                                  strict=True))
+    channels_differ = expected[2] is not None and x.shape[3] != expected[2]
+    if sizes_differ or channels_differ:
+        wanted = _describe("?" if w is None else w for w in expected)
+        hint = {(1, 3): "Make them RGB: np.repeat(images, 3, axis=-1).",
+                (4, 3): "Drop the alpha channel: images[..., :3].",
+                (3, 1): "Make them grey: images.mean(axis=-1, keepdims=True)."}
+        fixes = (["Resize them, e.g. with cu.data.center_crop_resize(image, model)."]
+                 if sizes_differ else [])
+        if channels_differ:
+            fixes.append(hint.get((x.shape[3], expected[2]),
+                                  f"The model takes {expected[2]} channel(s), not {x.shape[3]}."))
+        raise CourseError(f"This model expects {wanted} images (H×W×C); {name} are "
+                          f"{_describe(x.shape[1:])}. {' '.join(fixes)}")
 
 
 def as_targets(target, n: int, n_classes: int) -> np.ndarray | None:

@@ -359,11 +359,12 @@ def _size_of(size) -> tuple[int, int]:
         if None in shape[1:3]:
             raise CourseError("This model accepts any image size; pass size=(height, width).")
         return int(shape[1]), int(shape[2])
-    if isinstance(size, int | np.integer):
-        return int(size), int(size)
-    if len(size) != 2:
-        raise CourseError(f"size must be an int, a (height, width) pair or a model; got {size!r}.")
-    return int(size[0]), int(size[1])
+    pair = (size, size) if isinstance(size, int | np.integer) else tuple(np.atleast_1d(size))
+    if len(pair) != 2 or not all(isinstance(s, int | np.integer) and not isinstance(s, bool)
+                                 and s >= 1 for s in pair):
+        raise CourseError(f"size must be a positive int, a (height, width) pair of them, or a "
+                          f"model; got {size!r}.")
+    return int(pair[0]), int(pair[1])
 
 
 def center_crop_resize(image: np.ndarray, size) -> np.ndarray:
@@ -452,8 +453,8 @@ def _read_rgb(path: Path, to_rgb: bool) -> np.ndarray:
     except Exception as e:  # imageio raises many kinds of errors
         raise CourseError(f"Could not read {path} as an image ({type(e).__name__}). Remove it, or "
                           f"convert it to one of {', '.join(IMAGE_SUFFIXES)}.") from e
-    if image.ndim == 3 and image.shape[-1] == 4:
-        image = image[..., :3]                          # drop the alpha channel
+    if image.ndim == 3 and image.shape[-1] in (2, 4):
+        image = image[..., :-1]                         # drop the alpha channel (grey or RGB)
     if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 1):
         if not to_rgb:
             raise CourseError(f"{path} is a grayscale image; the models expect RGB. Pass "
@@ -479,6 +480,8 @@ def load_image_folder(folder, size=None, *, to_rgb: bool = False) -> ImageFolder
     Returns:
         An :class:`ImageFolder`.
     """
+    if size is not None:
+        _size_of(size)                                  # checked before any file is read
     root = Path(folder)
     if not root.is_dir():
         raise CourseError(f"{root} is not a folder. Give the folder that holds one subfolder per "

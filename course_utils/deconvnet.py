@@ -164,6 +164,17 @@ def layers_up_to(model, layer: str) -> list:
             as the target), or a model that is not a single chain up to ``layer``.
     """
     check_layer_name(model, layer)
+    target = next((current for current in model.layers if current.name == layer), None)
+    if not isinstance(target, keras.layers.Conv2D | keras.layers.MaxPooling2D
+                      | keras.layers.InputLayer | keras.layers.Rescaling):
+        kind = "a layer inside a nested model" if target is None else \
+            f"a {type(target).__name__} layer"
+        where = projectable_layers(model)
+        raise CourseError(
+            f"The deconvnet projects the feature maps of a convolution or max-pooling layer; "
+            f"{layer!r} is {kind}.{_not_its_kind(model)} "
+            + (f"Project from one of: {', '.join(where)}." if where else
+               "This model has no layer the deconvnet can project from."))
     chain = []
     for current in model.layers:
         _check_handled(current, model)

@@ -34,9 +34,10 @@ SETTINGS = ascent.Settings(step_size=0.003, jitter=4)
 
 def check_dream_layers(model, layers) -> tuple[str, ...]:
     """Check the layer names (one or a list): each must exist and output feature maps."""
-    names = (layers,) if isinstance(layers, str) else tuple(layers)
-    if not names:
-        raise CourseError("Give at least one layer to dream with, e.g. 'conv3'.")
+    names = (layers,) if isinstance(layers, str) else tuple(np.atleast_1d(layers).tolist())
+    if not names or not all(isinstance(n, str) for n in names):
+        raise CourseError(f"layers must be a layer's name or a list of names, e.g. 'conv3'; got "
+                          f"{layers!r}. The names are in cu.models.layer_names(model).")
     for name in names:
         check_layer_name(model, name)
         if len(find_layer(model, name).output.shape) != 4:

@@ -25,13 +25,14 @@ import numpy as np
 import tensorflow as tf
 
 from . import ascent
-from .checks import as_image_batch, as_targets
+from .checks import as_image_batch, as_targets, check_batch_size
 from .errors import CourseError
 from .gradients import cached, pre_activation
 from .models import (
     _contains,
     _rebuild,
     check_layer_name,
+    check_model,
     conv_layer_names,
     feature_model,
     logits_model,
@@ -177,8 +178,32 @@ def neutral_start(model, n: int, noise: float = 0.0, seed: int = 0) -> np.ndarra
 
 # --- class model and channel visualization ------------------------------------------------------
 
+def check_input_size(model, what: str) -> None:
+    """Raise a CourseError unless the model takes images of one fixed size."""
+    check_model(model)
+    if None in model.input_shape[1:]:
+        raise CourseError(
+            f"This model takes images of any size (input {model.input_shape}); {what} needs "
+            "one fixed size. Give the model a fixed input: inputs = "
+            "keras.Input((64, 64, 3)); fixed = keras.Model(inputs, model(inputs)).")
+
+
+def check_moved(images: np.ndarray, start: np.ndarray, what: str) -> np.ndarray:
+    """Return the ascent's images, or raise a CourseError for an image still exactly its start:
+    the gradient was exactly zero there, and returning the start would look like a result."""
+    still = [i for i in range(len(images)) if np.array_equal(images[i], start[i])]
+    if still:
+        raise CourseError(
+            f"The gradient of the score of {what} {still[0]} is exactly zero at the start image, "
+            "so the ascent cannot move (it would return the grey start). A model that maps grey "
+            "to all zeros does this (e.g. Rescaling(2, offset=-1) first, then convolutions "
+            "without bias before a ReLU). Start from noise instead: noise=0.1.")
+    return images
+
+
 def class_model_run(model, classes=None, *, score: str = "margin",
-                    settings: ascent.Settings = REGULARISED, keep_every: int = 1) -> ascent.Ascent:
+                    settings: ascent.Settings = REGULARISED, keep_every: int = 1,
+                    noise: float = 0.0) -> ascent.Ascent:
     """A gradient-ascent run on class scores that keeps its trajectory (for sliders).
 
     Args:
@@ -187,20 +212,23 @@ def class_model_run(model, classes=None, *, score: str = "margin",
         score: ``"margin"`` (S_c - max_{k≠c} S_k) or ``"logit"`` (S_c); see :func:`class_score`.
         settings: the step size and regularisers (:class:`course_utils.ascent.Settings`).
         keep_every: store the images of every ``keep_every``-th step.
+        noise: uniform noise of +-``noise`` on the grey start (0: plain grey).
 
     Returns:
         An :class:`~course_utils.ascent.Ascent` at step 0: ``run.image(200)`` runs 200 steps.
     """
+    check_input_size(model, "class model visualization")
     n_classes = int(model.output_shape[-1])
     classes = np.arange(n_classes) if classes is None else np.atleast_1d(classes)
     targets = as_targets(classes, len(classes), n_classes)
-    start = neutral_start(model, len(targets))
+    start = neutral_start(model, len(targets), noise)
     return ascent.Ascent(class_step(model, score), start, targets, settings,
                          keep_every=keep_every)
 
 
 def class_model(model, classes=None, *, steps: int = 200, score: str = "margin",
-                settings: ascent.Settings = REGULARISED, progress: bool = False) -> np.ndarray:
+                settings: ascent.Settings = REGULARISED, progress: bool = False,
+                noise: float = 0.0) -> np.ndarray:
     """Class model visualization (Simonyan et al. 2014): for each class c, the image I that
     maximises an unnormalised class score minus λ‖I - 0.5‖², by gradient ascent from a grey
     image.
@@ -216,19 +244,25 @@ def class_model(model, classes=None, *, steps: int = 200, score: str = "margin",
         score: ``"margin"`` or ``"logit"`` (see :func:`class_score`).
         settings: step size and regularisers; ``features.PLAIN`` for plain ascent.
         progress: show a progress bar (for long runs; not in checked notebook cells).
+        noise: uniform noise of +-``noise`` on the grey start (0: plain grey, as the paper).
 
     Returns:
         float32 (N, H, W, C) in [0, 1], one image per class.
+
+    Raises:
+        CourseError: the gradient is exactly zero at the start (the ascent cannot move).
     """
     steps = ascent.check_steps(steps)
-    run = class_model_run(model, classes, score=score, settings=settings, keep_every=steps)
-    return run.image(steps, progress=progress)
+    run = class_model_run(model, classes, score=score, settings=settings, keep_every=steps,
+                          noise=noise)
+    return check_moved(run.image(steps, progress=progress), run.snapshots[0], "class")
 
 
 def channel_run(model, layer: str, channels, *, settings: ascent.Settings = REGULARISED,
                 noise: float = 0.1, keep_every: int = 1) -> ascent.Ascent:
     """A gradient-ascent run on the mean activation of conv channels (see :func:`channel_step`),
     one image per channel, from grey plus a little noise."""
+    check_input_size(model, "channel visualization")
     channels = check_channels(model, layer, channels)
     start = neutral_start(model, len(channels), noise, settings.seed)
     return ascent.Ascent(channel_step(model, layer), start, channels, settings,
@@ -253,7 +287,7 @@ def channel_visualization(model, layer: str, channels, *, steps: int = 200,
     """
     steps = ascent.check_steps(steps)
     run = channel_run(model, layer, channels, settings=settings, keep_every=steps)
-    return run.image(steps, progress=progress)
+    return check_moved(run.image(steps, progress=progress), run.snapshots[0], "channel")
 
 
 def probabilities(model, images: np.ndarray) -> np.ndarray:
@@ -466,6 +500,7 @@ def channel_maxima(model, images: np.ndarray, layers: list[str],
         themselves are never kept (for conv1 and 3000 images they would fill 800 MB).
     """
     fn = channel_maxima_function(model, tuple(layers))
+    batch_size = check_batch_size(batch_size)
     parts = [fn(tf.constant(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
     result = {}
     for k, name in enumerate(layers):
@@ -501,6 +536,7 @@ def dataset_search(model, images, layer: str, channel: int, *, k: int = 9,
     Returns:
         A :class:`SearchResult`; :func:`crop_patches` cuts out the patches.
     """
+    check_input_size(model, "dataset search")
     channel = int(check_channels(model, layer, channel)[0])
     x = as_image_batch(images, model)
     if int(k) != k or not 1 <= k <= len(x):

@@ -25,9 +25,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .checks import as_image_batch, as_targets
+from .checks import as_image_batch, as_targets, check_batch_size
 from .errors import CourseError
-from .models import _rebuild, feature_model, logits_model
+from .models import _rebuild, check_model, feature_model, logits_model
 
 RULES = ("vanilla", "guided", "deconvnet")
 REDUCTIONS = ("max_abs", "abs", "sum", "none")
@@ -65,6 +65,7 @@ def prepare(model, images, target, value_range=UNIT_RANGE) -> tuple[np.ndarray, 
         images as float32 (N, H, W, C), and targets as int32 (N,) where -1 means "the class the
         model predicts".
     """
+    check_model(model)
     x = as_image_batch(images, model, value_range=value_range)
     t = as_targets(target, len(x), n_classes(model))
     return x, np.full(len(x), -1, np.int32) if t is None else t
@@ -96,6 +97,7 @@ TARGET_SPEC = tf.TensorSpec((None,), tf.int32)
 
 def in_batches(fn: Callable, x: np.ndarray, t: np.ndarray, batch_size: int) -> np.ndarray:
     """``fn(x, t)`` on chunks of at most ``batch_size`` images, joined as one NumPy array."""
+    batch_size = check_batch_size(batch_size)
     parts = [np.asarray(fn(x[i:i + batch_size], t[i:i + batch_size]))
              for i in range(0, len(x), batch_size)]
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
@@ -175,6 +177,11 @@ def pre_activation(layer, x: tf.Tensor) -> tf.Tensor:
         y = keras.ops.depthwise_conv(x, layer.kernel, strides=layer.strides, padding=layer.padding,
                                      dilation_rate=layer.dilation_rate,
                                      data_format=layer.data_format)
+    elif isinstance(layer, keras.layers.SeparableConv2D):
+        y = keras.ops.separable_conv(x, layer.depthwise_kernel, layer.pointwise_kernel,
+                                     strides=layer.strides, padding=layer.padding,
+                                     dilation_rate=layer.dilation_rate,
+                                     data_format=layer.data_format)
     else:
         y = layer.convolution_op(x, layer.kernel)
     if not layer.use_bias:
@@ -185,7 +192,8 @@ def pre_activation(layer, x: tf.Tensor) -> tf.Tensor:
 
 
 LINEAR_PARTS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-                keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+                keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
+                keras.layers.SeparableConv2D)
 
 
 class ReLUWithRule(keras.layers.Layer):
@@ -236,13 +244,72 @@ def _with_rule(model, rule: str):
     return _rebuild(model, call)
 
 
+# Activations the rules leave alone: linear, the softmax at the end, and the sigmoid gates of
+# squeeze-and-excitation blocks (they scale feature maps rather than rectify them).
+NOT_RECTIFIERS = ("linear", "softmax", "softmax_v2", "sigmoid", "hard_sigmoid")
+ACTIVATION_OPS = ("relu", "relu6", "silu", "swish", "gelu", "elu", "selu", "leakyrelu", "softplus",
+                  "tanh", "mish", "hardsilu", "hardswish", "celu", "glu", "sparseplus",
+                  "squareplus", "softsign", "logsigmoid", "sigmoid", "hardsigmoid")
+
+
+def _operations(model) -> list:
+    """Every layer and operation of a model, nested models' included."""
+    ops = model.layers if isinstance(model, keras.Sequential) else model.operations
+    return [o for op in ops for o in ([op, *_operations(op)] if isinstance(op, keras.Model)
+                                      else [op])]
+
+
+def other_activations(model) -> dict[str, int]:
+    """The nonlinearities of a model that are not ReLUs the rules can replace, counted by name:
+    swish, GELU, ELU, leaky ReLU, ... and activations written as operations
+    (``keras.ops.relu(x)``), which a view of the model cannot replace."""
+    found: dict[str, int] = {}
+    for op in _operations(model):
+        if not isinstance(op, keras.layers.Layer):
+            name = type(op).__name__.lower()
+            name = f"keras.ops.{name} (an operation, not a layer)" if name in ACTIVATION_OPS \
+                else None
+        elif isinstance(op, keras.layers.ReLU) and float(op.negative_slope) != 0:
+            name = "leaky ReLU"
+        elif isinstance(op, keras.layers.LeakyReLU | keras.layers.ELU | keras.layers.PReLU):
+            name = type(op).__name__
+        else:
+            act = getattr(op, "activation", None)
+            name = getattr(act, "__name__", None)
+            name = None if name is None or _is_relu(act) or name in NOT_RECTIFIERS else name
+        if name:
+            found[name] = found.get(name, 0) + 1
+    return found
+
+
+def check_relu_network(model, rule: str) -> None:
+    """Guided backprop and deconvnet are rules *at ReLUs*: raise a CourseError for a model
+    with other nonlinearities (EfficientNet's swish, ConvNeXt's GELU, LeakyReLU, ELU), where
+    the rules are not defined, or with no ReLU at all (the result would be the vanilla
+    gradient, silently)."""
+    others = other_activations(model)
+    relus = sum(_is_relu_layer(op) or _has_relu_activation(op) for op in _operations(model)
+                if isinstance(op, keras.layers.Layer))
+    method = ("Guided backprop (and guided Grad-CAM, built on it)" if rule == "guided"
+              else "The deconvnet")
+    if others or not relus:
+        found = ", ".join(f"{name} ({n}×)" for name, n in others.items()) or "no ReLU"
+        raise CourseError(
+            f"{method} is defined for ReLU networks: it changes the backward pass at each ReLU "
+            f"only. This model has {found}; there the rule is not defined and the map would be "
+            "(partly) the plain gradient under another name. Use saliency, SmoothGrad or "
+            "Grad-CAM, which hold for any activation.")
+
+
 def backprop_model(model, rule: str = "vanilla", layer_names: list[str] | str | None = None):
     """A view of ``model`` whose ReLUs backpropagate by ``rule``; the model is not changed.
 
     The forward pass is exactly the model's. Only the gradients differ (see
     :func:`relu_with_rule`). ReLUs are found as standalone ``ReLU``/``Activation("relu")``
     layers (MobileNetV2's ``ReLU(6.)`` included) and as the ``activation="relu"`` of Dense and
-    Conv layers, also inside nested models. Other activations are left as they are.
+    Conv layers, also inside nested models. A model with other nonlinearities (swish, GELU,
+    leaky ReLU, ...) or none is refused for the guided and deconvnet rules, which are defined
+    for ReLUs only (:func:`check_relu_network`).
 
     Args:
         model: a single-input Keras classifier (Sequential, functional or nested).
@@ -255,7 +322,10 @@ def backprop_model(model, rule: str = "vanilla", layer_names: list[str] | str | 
     """
     _check_choice("rule", rule, RULES)
     view = logits_model(model) if layer_names is None else feature_model(model, layer_names)
-    return view if rule == "vanilla" else _with_rule(view, rule)
+    if rule == "vanilla":
+        return view
+    check_relu_network(model, rule)
+    return _with_rule(view, rule)
 
 
 # --- input gradients ----------------------------------------------------------------------------
@@ -294,6 +364,7 @@ def input_gradients(model, images, target=None, *, rule: str = "vanilla", score:
     """
     _check_choice("rule", rule, RULES)
     _check_choice("score", score, SCORES)
+    check_batch_size(batch_size)
     x, t = prepare(model, images, target, value_range)
     fn = cached(model, ("gradient", rule, score), lambda: _gradient_function(model, rule, score))
     return in_batches(fn, x, t, batch_size)
@@ -429,6 +500,7 @@ def smoothgrad(model, images, target=None, *, noise: float = 0.1, n_samples: int
         raise CourseError(f"n_samples must be a positive integer; got {n_samples!r}.")
     if not 0 <= noise < 10:
         raise CourseError(f"noise is a share of the image's value range, e.g. 0.15; got {noise}.")
+    batch_size = check_batch_size(batch_size)
     x, t = prepare(model, images, target, value_range)
     t = resolve_targets(model, x, t)                         # chosen on the clean images
     sigma = (noise * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))).astype(np.float32)

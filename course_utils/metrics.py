@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from .checks import check_batch_size
 from .errors import CourseError
 from .gradients import UNIT_RANGE, prepare
 from .models import layer_names
@@ -200,6 +201,7 @@ def _curve(model, start: np.ndarray, end: np.ndarray, maps: np.ndarray, t: np.nd
            n_steps: int, batch_size: int) -> Curve:
     """At step k, the first k/n_steps of the pixels in map order come from ``end``, the rest from
     ``start``. All steps of a chunk of images go through the model together."""
+    batch_size = check_batch_size(batch_size)
     n, h, w = maps.shape
     counts = np.rint(np.arange(n_steps + 1) * (h * w / n_steps)).astype(np.int32)
     ranks = pixel_ranks(maps)

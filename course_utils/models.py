@@ -80,7 +80,15 @@ def read_manifest(data_dir=None) -> dict:
         raise CourseError(f"The model manifest {path} is missing. Restore data/ from the "
                           "repository (git checkout -- data) or rebuild the models with "
                           "`python -m course_utils.train`.")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        manifest = e
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
+        raise CourseError(f"The model manifest {path} is damaged (not JSON with a \"models\" "
+                          "table). Restore it with `git checkout -- data/manifest.json`, or "
+                          "rebuild the models with `python -m course_utils.train`.")
+    return manifest
 
 
 def load_course_model(name: str = "shapes_cnn", *, data_dir=None):
@@ -113,15 +121,55 @@ def load_course_model(name: str = "shapes_cnn", *, data_dir=None):
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # a file that passed the hash check but Keras cannot read
-        raise CourseError(f"Keras could not load {path} ({type(e).__name__}: {e}). "
-                          f"{rebuild}") from e
+        raise CourseError(f"Keras could not read {path} ({type(e).__name__}): the file is "
+                          "damaged (truncated?) although its sha256 matches the manifest, so the "
+                          "manifest was written for the damaged file. Restore both with `git "
+                          f"checkout -- data`, or: {rebuild}") from e
     return perturb.perturb_model(model)  # a no-op unless the test-only COURSE_PERTURB is set
 
 
 # --- views of a model: logits and inner layers ---------------------------------------------------
 
+def check_model(model, *, classifier: bool = True) -> None:
+    """Raise a CourseError unless ``model`` is a Keras classifier the course's methods can take
+    apart: a built Sequential or functional model with one image input (N, H, W, C) and one
+    output of class scores (N, classes) (any output when ``classifier`` is false: a base model
+    nested inside a classifier)."""
+    from keras.src.models.functional import Functional
+
+    if hasattr(model, "model") and hasattr(model, "preprocess"):        # an ImageNetModel
+        raise CourseError("Pass the Keras model itself (imagenet.model), and its preprocessed "
+                          "images (imagenet.preprocess(images)) with value_range=None.")
+    if not isinstance(model, keras.Model):
+        raise CourseError(f"model must be a Keras model (keras.Model); got {type(model).__name__}"
+                          f" {model!r:.60}. Load one, e.g. cu.load_course_model().")
+    if isinstance(model, keras.Sequential):
+        try:
+            model.inputs                                    # noqa: B018  (fails when unbuilt)
+        except (AttributeError, ValueError) as e:
+            raise CourseError("This Sequential model is not built yet: it does not know its "
+                              "input size. Start it with keras.Input((H, W, C)), or call "
+                              "model.build((None, H, W, C)).") from e
+    elif not isinstance(model, Functional):
+        raise CourseError(
+            f"{type(model).__name__} is a subclassed keras.Model: its layers are called inside "
+            "its own call() and cannot be reached from outside, so neither the logits nor a "
+            "layer's feature maps can be read. Write the same layers with the functional API "
+            "(x = keras.Input(...); ...; keras.Model(inputs, outputs)) or as a Sequential; "
+            "the trained weights can then be copied layer by layer (set_weights).")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise CourseError(f"The course's methods explain a classifier with one image input and "
+                          f"one output; this model has {len(model.inputs)} input(s) and "
+                          f"{len(model.outputs)} outputs. Make a one-output view, e.g. "
+                          "keras.Model(model.inputs, model.outputs[0]).")
+    if classifier and (len(model.input_shape) != 4 or len(model.output_shape) != 2):
+        raise CourseError(f"The course explains image classifiers: images (N, H, W, C) in, "
+                          f"class scores (N, classes) out; this model takes {model.input_shape} "
+                          f"and gives {model.output_shape}.")
+
+
 def _output_layer(model):
-    """The layer that produces the model's (single) output."""
+    """The layer (or operation) that produces the model's (single) output."""
 
     if isinstance(model, keras.Sequential):
         return model.layers[-1]
@@ -138,8 +186,6 @@ def _rebuild(model, call):
     """A new functional graph over the *same* layers (weights shared), in which every top-level
     layer call goes through ``call(layer, *args, **kwargs)``."""
 
-    if not isinstance(model, keras.Sequential) and len(model.inputs) != 1:
-        raise CourseError("The course's methods need a model with one image input.")
     if isinstance(model, keras.Sequential):
         # Keras cannot re-trace a Sequential model with a hook, so call its layers in order.
         x = inputs = keras.Input(model.input_shape[1:])
@@ -149,21 +195,49 @@ def _rebuild(model, call):
     return keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
 
 
+SOFTMAX_NAMES = ("softmax", "softmax_v2")  # keras.activations.softmax, tf.nn.softmax
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def computes_softmax(fn, width) -> bool:
+    """Whether ``fn`` (a layer, a Lambda, an operation) maps scores z (N, width) to softmax(z):
+    tried on random scores, so a softmax written by hand (``keras.ops.softmax(z)``,
+    ``Lambda(lambda z: tf.nn.softmax(z))``) is recognised too."""
+    if isinstance(fn, keras.layers.Softmax):
+        return True
+    act = getattr(fn, "activation", getattr(fn, "function", None))
+    if getattr(act, "__name__", None) in SOFTMAX_NAMES:
+        return True
+    if not isinstance(width, int) or width < 2:
+        return False
+    z = np.random.default_rng(0).normal(0, 3, (2, width)).astype(np.float32)
+    try:
+        y = keras.ops.convert_to_numpy(fn(keras.ops.convert_to_tensor(z)))
+    except Exception:  # not a function of one tensor of scores: not a softmax
+        return False
+    return y.shape == z.shape and np.allclose(y, _softmax(z), atol=1e-5)
+
+
 def _logit_call(layer, x, **kwargs):
     """Call the model's last layer, without its softmax."""
 
     act = getattr(layer, "activation", None)
     act_name = getattr(act, "__name__", str(act))
-    if isinstance(layer, keras.layers.Softmax) or (
-            isinstance(layer, keras.layers.Activation) and act_name == "softmax"):
+    if not isinstance(layer, keras.layers.Dense) and computes_softmax(layer, x.shape[-1]):
         return x                                 # the softmax's input is the logits
     if act is None or act_name == "linear":
-        return layer(x, **kwargs)                # already logits
-    if act_name == "softmax" and isinstance(layer, keras.layers.Dense):
+        return layer(x, **kwargs)                # already logits (checked by _check_logits)
+    if act_name in SOFTMAX_NAMES and isinstance(layer, keras.layers.Dense):
         return DenseWithoutActivation(layer)(x)
-    raise CourseError(f"The model's last layer {layer.name!r} ends with {act_name!r}; the course "
-                      "explains pre-softmax scores of a Dense/Softmax head. Give a model whose "
-                      "last layer is a Dense layer (with or without softmax) or a Softmax layer.")
+    raise CourseError(f"The model's last layer {layer.name!r} ({type(layer).__name__}) ends "
+                      f"with the activation {act_name!r}, not a softmax; the course explains "
+                      "the pre-softmax scores (logits) of a classifier. Give a model that ends "
+                      "with a Dense layer (no activation, or a softmax), optionally followed by "
+                      "a Softmax layer.")
 
 
 class DenseWithoutActivation(keras.layers.Layer):
@@ -178,10 +252,28 @@ class DenseWithoutActivation(keras.layers.Layer):
         return y + self.dense.bias if self.dense.use_bias else y
 
 
+def _softmax_operation_input(model):
+    """For a functional model whose output is a softmax *operation* (``keras.ops.softmax(z)``,
+    not a layer, so a rebuilt graph cannot hook it): the tensor z; else None."""
+    if isinstance(model, keras.Sequential):
+        return None
+    op, node_index, _ = model.outputs[0]._keras_history
+    if isinstance(op, keras.layers.Layer):
+        return None
+    inputs = op._inbound_nodes[node_index].input_tensors
+    if len(inputs) == 1 and computes_softmax(op, inputs[0].shape[-1]):
+        return inputs[0]
+    return None
+
+
 def _with_outputs(model, names: list[str], logits: bool):
     """A model over the same layers whose outputs are [*activations of names, final output],
     the final output being the logits when ``logits`` is true."""
 
+    check_model(model, classifier=False)
+    before_softmax = _softmax_operation_input(model) if logits else None
+    if before_softmax is not None:                  # drop the softmax operation
+        model = keras.Model(model.inputs[0], before_softmax)
     last, captured = _output_layer(model), {}
 
     def call(layer, *args, **kwargs):
@@ -201,8 +293,30 @@ def _with_outputs(model, names: list[str], logits: bool):
         return out
 
     rebuilt = _rebuild(model, call)
+    missing = [n for n in names if n not in captured]
+    if missing:
+        raise CourseError(f"{missing[0]!r} is the model's input (or a layer off the path from "
+                          "input to output), not a layer with activations to read; name a layer "
+                          "after it, e.g. one from cu.models.conv_layer_names(model).")
     outputs = [captured[n] for n in names] + [rebuilt.outputs[0]]
     return keras.Model(rebuilt.inputs[0], outputs if names else outputs[0])
+
+
+def _check_logits(view, model):
+    """Raise a CourseError if the "logits" of ``view`` are still probabilities: every row of its
+    output, on two random images, is >= 0 and sums to 1 (a softmax hidden inside a layer)."""
+    shape = [64 if s is None else s for s in view.input_shape[1:]]
+    x = np.random.default_rng(0).uniform(0, 1, (2, *shape)).astype(np.float32)
+    out = view(x, training=False)
+    out = keras.ops.convert_to_numpy(out[-1] if isinstance(out, list | tuple) else out)
+    if out.shape[-1] >= 2 and out.min() >= 0 and np.allclose(out.sum(axis=-1), 1, atol=1e-4):
+        raise CourseError(
+            f"The output of {model.name!r} is already a probability (each row sums to 1) and "
+            "the course could not find the softmax to remove: it hides inside its last layer "
+            f"({_output_layer(model).name!r}). The course explains pre-softmax scores (logits): "
+            "end the model with Dense(classes) and a separate keras.layers.Softmax(), or give "
+            "a model that outputs its logits.")
+    return view
 
 
 def layer_names(model) -> list[str]:
@@ -218,6 +332,7 @@ def layer_names(model) -> list[str]:
 
 def check_layer_name(model, name: str) -> None:
     """Raise a CourseError naming the layers that exist, unless ``name`` is one of them."""
+    check_model(model, classifier=False)
     names = layer_names(model)
     if name not in names:
         shown = ", ".join(names[:40]) + (f", ... ({len(names)} in all)" if len(names) > 40 else "")
@@ -227,12 +342,15 @@ def check_layer_name(model, name: str) -> None:
 def logits_model(model):
     """A view of a classifier that outputs its pre-softmax scores (logits).
 
-    Works when the last layer is a ``Softmax`` (or ``Activation("softmax")``) layer, a ``Dense``
-    layer with a softmax activation, or a layer with no activation; for Sequential and functional
-    models, and for models nested inside them (a ``keras.applications`` base inside a
+    Works when the model ends with a softmax however it is written (a ``Softmax`` or
+    ``Activation("softmax")`` layer, a ``Lambda`` or a ``keras.ops.softmax`` operation that
+    computes one, a ``Dense`` layer with a softmax activation) or with no activation; a model
+    whose output is still a probability after that raises a CourseError. For Sequential and
+    functional models, and for models nested inside them (a ``keras.applications`` base inside a
     Sequential). The view shares the original's weights; the original is not changed.
     """
-    return _with_outputs(model, [], logits=True)
+    check_model(model)
+    return _check_logits(_with_outputs(model, [], logits=True), model)
 
 
 def feature_model(model, layer_names_: list[str] | str, *, logits: bool = True):
@@ -248,9 +366,14 @@ def feature_model(model, layer_names_: list[str] | str, *, logits: bool = True):
         A Keras model: ``feats..., logits = view(images)``, weights shared with ``model``.
     """
     names = [layer_names_] if isinstance(layer_names_, str) else list(layer_names_)
+    check_model(model, classifier=logits)
     for name in names:
         check_layer_name(model, name)
-    return _with_outputs(model, names, logits=logits)
+    view = _with_outputs(model, names, logits=logits)
+    return _check_logits(view, model) if logits else view
+
+
+CONV_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 
 
 def conv_layer_names(model) -> list[str]:
@@ -260,7 +383,7 @@ def conv_layer_names(model) -> list[str]:
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             names.extend(conv_layer_names(layer))
-        elif isinstance(layer, keras.layers.Conv2D | keras.layers.DepthwiseConv2D):
+        elif isinstance(layer, CONV_LAYERS):
             names.append(layer.name)
     return names
 
@@ -268,7 +391,10 @@ def conv_layer_names(model) -> list[str]:
 def predict_logits(model, images, batch_size: int = 256):
     """Logits of a batch, as a NumPy array (N, classes)."""
 
-    view = logits_model(model)
+    from .checks import as_image_batch, check_batch_size
+
+    batch_size, view = check_batch_size(batch_size), logits_model(model)
+    images = as_image_batch(images, model, value_range=None)
     return np.concatenate([view(images[i:i + batch_size], training=False).numpy()
                            for i in range(0, len(images), batch_size)])
 
@@ -382,9 +508,12 @@ def load_imagenet_model(name: str = "mobilenet_v2", *, weights: str | None = "im
         if weights is not None:
             index_url = keras.applications.imagenet_utils.CLASS_INDEX_PATH
             keras.utils.get_file(CLASS_INDEX_FILE, index_url, cache_subdir="models")
-    except OSError as e:
-        raise CourseError(f"Downloading the {name} weights failed ({e}). Check the network, or "
-                          "use the shapes models, which need none.") from e
+    except Exception as e:  # keras.utils.get_file wraps a failed download in a bare Exception
+        raise CourseError(f"Downloading the {name} weights failed ({type(e).__name__}: {e}). "
+                          "The host answered, but the download did not go through (a proxy, a "
+                          "firewall, a captive portal?). Check the network, or use "
+                          "load_imagenet_model('efficientnet_lite0') or the shapes models, "
+                          "which need none.") from e
     finally:
         socket.setdefaulttimeout(previous)
 

@@ -21,11 +21,13 @@ batches: never one ``predict`` per patch.
 from __future__ import annotations
 
 import functools
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
+from .checks import check_batch_size, check_fill
 from .errors import CourseError
 from .gradients import UNIT_RANGE, _check_choice, cached, image_spec, prepare
 from .models import logits_model
@@ -137,7 +139,8 @@ def fill_images(x: np.ndarray, fill, value_range=UNIT_RANGE, blur_sigma: float =
     ``"mean"``: each image's mean colour; ``"blur"``: a Gaussian-blurred copy of the image
     (sigma ``blur_sigma`` pixels); a number: that value everywhere.
     """
-    if isinstance(fill, int | float) and not isinstance(fill, bool):
+    check_fill(fill)
+    if isinstance(fill, numbers.Real) and not isinstance(fill, bool):
         return np.full_like(x, float(fill))
     _check_choice("fill", fill, FILLS)
     if fill == "grey":
@@ -173,6 +176,7 @@ def occluded_logits(model, image: np.ndarray, fill: np.ndarray, masks: np.ndarra
                     batch_size: int = BATCH_SIZE) -> np.ndarray:
     """The logits of one image (H, W, C) occluded by each mask (M, H, W): (M, classes)."""
     fn = cached(model, ("occlusion",), lambda: _occluded_logits_function(model))
+    batch_size = check_batch_size(batch_size)
     parts = [fn(image, fill, masks[i:i + batch_size]).numpy()
              for i in range(0, len(masks), batch_size)]
     return np.concatenate(parts)
@@ -184,6 +188,7 @@ def forward_logits(model, images: np.ndarray, batch_size: int = BATCH_SIZE) -> n
         view = logits_model(model)
         return tf.function(lambda x: view(x, training=False), input_signature=[image_spec(model)])
     fn = cached(model, ("forward",), build)
+    batch_size = check_batch_size(batch_size)
     return np.concatenate([fn(images[i:i + batch_size]).numpy()
                            for i in range(0, len(images), batch_size)])
 
@@ -210,8 +215,7 @@ def occlusion_result(model, images, target=None, *, patch: int = 8, stride: int 
         An :class:`OcclusionResult` (grid, map, target, passes).
     """
     _check_choice("score", score, SCORES)
-    if not _is_int(batch_size) or batch_size < 1:
-        raise CourseError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    check_batch_size(batch_size)
     x, t = prepare(model, images, target, value_range)
     size = x.shape[1:3]
     check_geometry(size, patch, stride)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .checks import check_batch_size, check_fill
 from .errors import CourseError
 from .gradients import UNIT_RANGE, _check_choice, prepare
 from .occlusion import BATCH_SIZE, _is_int, fill_images, forward_logits, occluded_logits
@@ -110,9 +111,11 @@ def rise(model, images, target=None, *, n_masks: int = 2000, keep: float = 0.5, 
     Returns:
         float32 (N, H, W) maps, not normalised.
     """
+    check_batch_size(batch_size)
     x, t = prepare(model, images, target, value_range)
     size = x.shape[1:3]
     _check_rise(size, n_masks, keep, grid)
+    check_fill(fill)
     masks = rise_masks(tuple(size), int(n_masks), float(keep), int(grid), int(seed))
     hidden = 1.0 - masks                                 # occluded_logits hides where mask = 1
     flat = masks.reshape(len(masks), -1)
@@ -212,6 +215,8 @@ def lime_explanation(model, image, target=None, *, n_samples: int = 1000, n_feat
     from lime.lime_image import LimeImageExplainer
 
     x, t = _one_image(model, image, target, value_range, "LIME explains")
+    check_fill(hide_color, "hide_color")
+    batch_size = check_batch_size(batch_size)
     if not _is_int(n_samples) or n_samples < 10:
         raise CourseError(f"n_samples must be a whole number of at least 10 (LIME's default "
                           f"is 1,000); got {n_samples!r}.")

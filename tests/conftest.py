@@ -39,3 +39,18 @@ def cnn():
 def shapes():
     """Four fresh test images."""
     return cu.make_shapes(4, seed=100)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--zoo", action="store_true",
+                     help="run the whole model zoo (tests marked zoo; make test-zoo)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``zoo`` (the slow part of tests/test_zoo.py) run only with --zoo."""
+    if config.getoption("--zoo"):
+        return
+    skip = pytest.mark.skip(reason="the full model zoo: make test-zoo (pytest --zoo)")
+    for item in items:
+        if "zoo" in item.keywords:
+            item.add_marker(skip)
