@@ -596,6 +596,18 @@ def _initializer(layer, variable):
                       f"layer {layer.name!r}; leave this layer out of `layers`.")
 
 
+def _layer_group(model, name: str) -> list[str]:
+    """The layers one cascade step randomises: ``name``, or with ``prefix*`` every weighted layer
+    whose name starts with ``prefix``, from the output down."""
+    if not name.endswith("*"):
+        _find_layer(model, name)
+        return [name]
+    group = [n for n in weighted_layers(model) if n.startswith(name[:-1])]
+    if not group:
+        raise CourseError(f"No layer with weights starts with {name[:-1]!r} in this model.")
+    return group
+
+
 def reinitialize(layer, rng: np.random.Generator) -> None:
     """Draw new values for every weight of ``layer`` from its own initializer, seeded by ``rng``.
 
@@ -633,7 +645,9 @@ def randomization_cascade(model, method: Callable, images, target=None, *,
         images: float32 (N, H, W, C) or one image (H, W, C).
         target: None (the trained model's predicted class), one class index, or one per image.
         layers: the layers to randomise, in order (default: every layer with weights, from the
-            output down; see :func:`weighted_layers`).
+            output down; see :func:`weighted_layers`). A name ending in ``*`` is one step that
+            randomises every weighted layer whose name starts with the rest (``"block6*"``:
+            all of block 6 of EfficientNet-Lite0 at once).
         seed: seeds the new weights.
         **settings: passed on to ``method`` (``value_range`` too, if given).
 
@@ -645,14 +659,13 @@ def randomization_cascade(model, method: Callable, images, target=None, *,
     trained_logits = forward_logits(model, x)
     t = np.where(t < 0, trained_logits.argmax(axis=1), t).astype(np.int32)
     names = weighted_layers(model) if layers is None else list(layers)
-    for name in names:
-        _find_layer(model, name)                                        # checks every name
+    groups = [_layer_group(model, name) for name in names]               # checks every name
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     rng = np.random.default_rng(seed)
     maps, agreement = [], []
-    for step, name in enumerate([None, *names]):
-        if name is not None:
+    for step, group in enumerate([[], *groups]):
+        for name in group:
             reinitialize(_find_layer(copy, name), rng)
         maps.append(as_maps(method(copy, x, t, **settings),
                             f"the maps of step {step}"))

@@ -425,3 +425,15 @@ def test_paired_interval_is_scipys_paired_t():
     assert (low, high) == pytest.approx((ci.low, ci.high))
     with pytest.raises(cu.CourseError, match="two scores per image"):
         metrics.paired_interval(a, b[:1])
+
+
+def test_cascade_steps_by_prefix(toy):
+    def names_of(m, x, t):
+        return np.zeros((len(x), SIZE, SIZE), np.float32)
+
+    c = metrics.randomization_cascade(toy, names_of, np.full((1, SIZE, SIZE, 3), 0.5, np.float32),
+                                      0, layers=["dense*"])
+    assert c.steps == ["trained", "dense*"] and c.maps.shape == (2, 1, SIZE, SIZE)
+    with pytest.raises(cu.CourseError, match="starts with 'conv9'"):
+        metrics.randomization_cascade(toy, names_of, np.zeros((1, SIZE, SIZE, 3), np.float32),
+                                      0, layers=["conv9*"])
