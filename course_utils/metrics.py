@@ -597,14 +597,16 @@ def _initializer(layer, variable):
 
 
 def _layer_group(model, name: str) -> list[str]:
-    """The layers one cascade step randomises: ``name``, or with ``prefix*`` every weighted layer
-    whose name starts with ``prefix``, from the output down."""
-    if not name.endswith("*"):
+    """The layers one cascade step randomises: ``name``, or, for a pattern such as ``"block6*"``
+    or ``"block[45]*"`` (``fnmatch``'s), every weighted layer it matches, from the output down."""
+    from fnmatch import fnmatchcase
+
+    if not any(c in name for c in "*?["):
         _find_layer(model, name)
         return [name]
-    group = [n for n in weighted_layers(model) if n.startswith(name[:-1])]
+    group = [n for n in weighted_layers(model) if fnmatchcase(n, name)]
     if not group:
-        raise CourseError(f"No layer with weights starts with {name[:-1]!r} in this model.")
+        raise CourseError(f"No layer with weights matches {name!r} in this model.")
     return group
 
 
@@ -645,9 +647,9 @@ def randomization_cascade(model, method: Callable, images, target=None, *,
         images: float32 (N, H, W, C) or one image (H, W, C).
         target: None (the trained model's predicted class), one class index, or one per image.
         layers: the layers to randomise, in order (default: every layer with weights, from the
-            output down; see :func:`weighted_layers`). A name ending in ``*`` is one step that
-            randomises every weighted layer whose name starts with the rest (``"block6*"``:
-            all of block 6 of EfficientNet-Lite0 at once).
+            output down; see :func:`weighted_layers`). A pattern (``"block6*"``,
+            ``"block[45]*"``) is one step that randomises every weighted layer it matches (all of
+            block 6 of EfficientNet-Lite0 at once).
         seed: seeds the new weights.
         **settings: passed on to ``method`` (``value_range`` too, if given).
 

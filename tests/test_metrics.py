@@ -434,6 +434,6 @@ def test_cascade_steps_by_prefix(toy):
     c = metrics.randomization_cascade(toy, names_of, np.full((1, SIZE, SIZE, 3), 0.5, np.float32),
                                       0, layers=["dense*"])
     assert c.steps == ["trained", "dense*"] and c.maps.shape == (2, 1, SIZE, SIZE)
-    with pytest.raises(cu.CourseError, match="starts with 'conv9'"):
+    with pytest.raises(cu.CourseError, match="matches 'conv9\\*'"):
         metrics.randomization_cascade(toy, names_of, np.zeros((1, SIZE, SIZE, 3), np.float32),
                                       0, layers=["conv9*"])
