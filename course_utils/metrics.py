@@ -6,9 +6,18 @@
 - :func:`deletion_curve` and :func:`insertion_curve` (Petsiuk, Das & Saenko 2018, the RISE
   paper): remove (or reveal) the pixels in the map's order and follow the class probability; the
   area under the curve is the score (deletion: lower is better; insertion: higher is better).
+- :func:`road_curve` (Rong et al. 2022, ROAD): deletion with the removed pixels filled in from
+  their neighbours (noisy linear imputation) instead of grey, so that the shape of the hole does
+  not itself tell the model what was removed.
+- :func:`faithfulness_correlation` (Bhatt et al. 2020): do the map's sums over random pixel
+  subsets predict how much the logit drops when those pixels are removed?
+- :func:`max_sensitivity` (Yeh et al. 2019): how much does the map change under a tiny noise?
 - :func:`randomization_cascade` (Adebayo et al. 2018, "Sanity checks for saliency maps"):
   re-initialise the model's layers from the top down and measure how much the maps change. A map
   that stays the same when the model has forgotten everything does not explain the model.
+  :func:`random_logit` (Sixt et al. 2020) asks the same of the class: does the map of another,
+  random class differ?
+- :func:`paired_interval`: two methods scored on the same images are compared image by image.
 
 Maps are (N, H, W), one per image, as every method of the course returns them; masks are boolean
 (N, H, W), True on the object (``cu.make_shapes(...).masks``).
@@ -24,7 +33,7 @@ import numpy as np
 
 from .checks import check_batch_size
 from .errors import CourseError
-from .gradients import UNIT_RANGE, prepare
+from .gradients import UNIT_RANGE, _check_choice, prepare
 from .models import layer_names
 from .occlusion import _is_int, fill_images, forward_logits
 from .perturbation import softmax
@@ -94,24 +103,36 @@ def peaks(maps) -> np.ndarray:
     return np.stack(np.unravel_index(flat, m.shape[1:]), axis=1)
 
 
-def pointing_game(maps, masks, tolerance: float = 0) -> np.ndarray:
+ZHANG_TOLERANCE = 15 / 224   # Zhang et al.'s 15 pixels, as a share of their 224-pixel images
+
+
+def zhang_tolerance(size: int) -> float:
+    """Zhang et al.'s 15-pixel tolerance scaled to an image side of ``size`` pixels (4.3 for 64)."""
+    return ZHANG_TOLERANCE * size
+
+
+def pointing_game(maps, masks, tolerance: float | str = 0) -> np.ndarray:
     """The pointing game (Zhang et al. 2016): does each map's peak land on the object?
 
     A hit when the highest pixel of the map lies within ``tolerance`` pixels of the object's
     mask (Zhang et al. use 15 pixels on 224×224 images, to forgive small misses at the object's
-    edge). Ties go to the first maximum in reading order (see :func:`peaks`). A constant map has
+    edge; ``tolerance="zhang"`` scales that to these maps' size, see :func:`zhang_tolerance`).
+    Ties go to the first maximum in reading order (see :func:`peaks`). A constant map has
     no peak and counts as a miss.
 
     Args:
         maps: float (N, H, W) (or one (H, W)); any range, only the position of the maximum counts.
         masks: bool (N, H, W), True on the object.
-        tolerance: the largest distance in pixels from the peak to the object that still counts.
+        tolerance: the largest distance in pixels from the peak to the object that still counts,
+            or ``"zhang"``.
 
     Returns:
         bool (N,): one hit or miss per image; its mean is the pointing accuracy.
     """
     m = as_maps(maps)
     k = as_masks(masks, m)
+    if tolerance == "zhang":
+        tolerance = zhang_tolerance(max(m.shape[1:]))
     if not isinstance(tolerance, int | float) or not 0 <= tolerance < max(m.shape[1:]):
         raise CourseError(f"tolerance must be a distance in pixels from 0 to "
                           f"{max(m.shape[1:]) - 1}; got {tolerance!r}.")
@@ -125,6 +146,21 @@ def pointing_game(maps, masks, tolerance: float = 0) -> np.ndarray:
                          for mask, r, c in zip(k, rows, cols, strict=True)])
     flat = m.reshape(len(m), -1)
     return hits & (flat.max(axis=1) > flat.min(axis=1))
+
+
+def centre_map(height: int, width: int, sigma: float = 12.0) -> np.ndarray:
+    """The centre prior: a Gaussian bump (sigma in pixels) in the middle of the image, float32
+    (H, W). It sees neither image nor model: the baseline a pointing score must beat."""
+    dy, dx = np.mgrid[0:height, 0:width] + 0.5
+    dy, dx = dy - height / 2, dx - width / 2
+    return np.exp(-(dy**2 + dx**2) / (2 * sigma**2)).astype(np.float32)
+
+
+def centre_pointing(masks, tolerance: float | str = 0) -> np.ndarray:
+    """The pointing game of the centre prior (:func:`centre_map`) on these masks, bool (N,)."""
+    k = np.asarray(masks)
+    k = k[None] if k.ndim == 2 else k
+    return pointing_game(np.broadcast_to(centre_map(*k.shape[1:3]), k.shape), k, tolerance)
 
 
 def energy(maps, masks) -> np.ndarray:
@@ -283,6 +319,207 @@ def insertion_curve(model, images, maps, target=None, *, n_steps: int = 16, star
                   batch_size)
 
 
+# --- ROAD: deletion with the holes filled in from the neighbours --------------------------------
+
+# ROAD's neighbours and weights (Rong et al. 2022): the 4 direct neighbours count twice as much
+# as the 4 diagonal ones.
+NEIGHBOURS = [((-1, 0), 1 / 6), ((1, 0), 1 / 6), ((0, -1), 1 / 6), ((0, 1), 1 / 6),
+              ((-1, -1), 1 / 12), ((-1, 1), 1 / 12), ((1, -1), 1 / 12), ((1, 1), 1 / 12)]
+
+
+def linear_impute(image: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """Fill the ``missing`` pixels of one image (H, W, C) from their neighbours (ROAD).
+
+    Every missing pixel must equal the weighted average of its neighbours inside the image
+    (:data:`NEIGHBOURS`), known or missing: one sparse linear system for all the missing
+    pixels, solved for every channel at once. A smooth ramp is filled in exactly; a hole gets
+    the colours around it, with no edge of its own. At least one pixel must be known.
+    """
+    from scipy.sparse import coo_matrix, diags
+    from scipy.sparse.linalg import spsolve
+
+    h, w, c = image.shape
+    unknown = np.flatnonzero(missing)
+    if len(unknown) == 0:
+        return image.copy()
+    if len(unknown) == h * w:
+        raise CourseError("linear_impute needs at least one known pixel.")
+    index = np.full(h * w, -1)
+    index[unknown] = np.arange(len(unknown))
+    flat = image.reshape(-1, c).astype(np.float64)
+    r, col = np.divmod(unknown, w)
+    total, rhs = np.zeros(len(unknown)), np.zeros((len(unknown), c))
+    rows, cols, values = [], [], []
+    for (dr, dc), weight in NEIGHBOURS:
+        inside = (r + dr >= 0) & (r + dr < h) & (col + dc >= 0) & (col + dc < w)
+        eq = np.flatnonzero(inside)                      # each equation has one such neighbour
+        neighbour = (r[inside] + dr) * w + col[inside] + dc
+        total[eq] += weight
+        known = index[neighbour] < 0
+        rhs[eq[known]] += weight * flat[neighbour[known]]
+        rows.append(eq[~known])
+        cols.append(index[neighbour[~known]])
+        values.append(np.full((~known).sum(), -weight))
+    a = coo_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+                   shape=(len(unknown), len(unknown))) + diags(total)
+    filled = flat.copy()
+    filled[unknown] = spsolve(a.tocsc(), rhs).reshape(len(unknown), c)
+    return filled.reshape(h, w, c).astype(np.float32)
+
+
+def road_curve(model, images, maps, target=None, *, fractions=(0.1, 0.3, 0.5, 0.7, 0.9),
+               order: str = "most", noise: float = 0.01, seed: int = 0,
+               batch_size: int = BATCH_SIZE, value_range=UNIT_RANGE) -> Curve:
+    """ROAD, RemOve And Debias (Rong et al. 2022): deletion with a fill that gives nothing away.
+
+    A grey hole has the shape of the map's top pixels: the model may read *that* shape rather than
+    miss what was removed (Rong et al. show that a classifier can tell from the holes alone which
+    method made them). ROAD fills the removed pixels by :func:`linear_impute` from their
+    neighbours, plus Gaussian noise of standard deviation ``noise`` (ROAD's default 0.01), so
+    that the hole carries no edges. ``order="most"`` removes the highest-ranked pixels first
+    (MoRF: a faithful map makes the probability fall fast, a **small** area); ``"least"``
+    removes the lowest first (LeRF: the probability should stay, a **large** area).
+
+    Args:
+        model, images, maps, target, batch_size, value_range: as :func:`deletion_curve`.
+        fractions: the shares of pixels removed, each below 1 (some pixels must stay known);
+            the curve starts at 0, the intact image.
+        order: ``"most"`` (MoRF) or ``"least"`` (LeRF) relevant first.
+        noise: the standard deviation of the noise added to the filled-in pixels.
+        seed: seeds that noise.
+
+    Returns:
+        A :class:`Curve`; ``area`` is the mean probability over the curve (the trapezoid area
+        divided by the largest fraction), so it lies in [0, 1] like deletion's.
+    """
+    fractions = np.asarray(fractions, np.float64)
+    if fractions.ndim != 1 or not len(fractions) or not ((fractions > 0) & (fractions < 1)).all():
+        raise CourseError(f"fractions must be shares of pixels between 0 and 1 (not 1 itself: "
+                          f"some pixels must stay to fill from); got {fractions.tolist()}.")
+    _check_choice("order", order, ("most", "least"))
+    x, m, t = _check_curve_input(model, images, maps, target, 1, value_range)
+    ranks = pixel_ranks(m if order == "most" else -m)
+    n, h, w = m.shape
+    counts = np.rint(fractions * h * w).astype(int)
+    rng = np.random.default_rng(seed)
+    steps = np.empty((n, len(counts) + 1, *x.shape[1:]), np.float32)
+    steps[:, 0] = x
+    for i in range(n):
+        for s, count in enumerate(counts, start=1):
+            missing = ranks[i] < count
+            filled = linear_impute(x[i], missing)
+            filled[missing] += noise * rng.standard_normal((missing.sum(), x.shape[-1]))
+            steps[i, s] = filled if value_range is None else np.clip(filled, *value_range)
+    logits = forward_logits(model, steps.reshape(-1, *x.shape[1:]), batch_size)
+    p = softmax(logits).reshape(n, len(counts) + 1, -1)
+    probs = np.take_along_axis(p, t[:, None, None], axis=2)[..., 0].astype(np.float32)
+    f = np.concatenate([[0.0], fractions]).astype(np.float32)
+    from scipy.integrate import trapezoid
+
+    area = (trapezoid(probs, f, axis=1) / f[-1]).astype(np.float32)
+    return Curve(f, probs, area, t)
+
+
+# --- faithfulness correlation and max-sensitivity ----------------------------------------------
+
+def faithfulness_correlation(model, images, maps, target=None, *, n_subsets: int = 64,
+                             subset_size: int = 256, baseline="grey", seed: int = 0,
+                             batch_size: int = BATCH_SIZE, value_range=UNIT_RANGE) -> np.ndarray:
+    """Faithfulness correlation (Bhatt et al. 2020): does the map predict what removing costs?
+
+    For ``n_subsets`` random sets S of ``subset_size`` pixels, remove S (set it to
+    ``baseline``) and measure the drop of the target's logit, S_c(x) − S_c(x with S removed);
+    the score is Pearson's correlation, over the subsets, between that drop and the map's sum
+    over S. 1: the map's values add up to the model's reaction; 0: no relation. (Bhatt et al.
+    take the model's output; the course explains the logit, so the logit it is.)
+
+    Returns:
+        float32 (N,), one correlation per image (0 when the map's sums or the drops are constant).
+    """
+    x, m, t = _check_curve_input(model, images, maps, target, 1, value_range)
+    n, h, w = m.shape
+    if not _is_int(subset_size) or not 1 <= subset_size < h * w:
+        raise CourseError(f"subset_size must be a whole number of pixels from 1 to {h * w - 1}; "
+                          f"got {subset_size!r}.")
+    if not _is_int(n_subsets) or n_subsets < 3:
+        raise CourseError(f"n_subsets must be a whole number, at least 3; got {n_subsets!r}.")
+    rng = np.random.default_rng(seed)
+    subsets = np.zeros((n, n_subsets, h * w), bool)
+    for i in range(n):
+        for s in range(n_subsets):
+            subsets[i, s, rng.choice(h * w, subset_size, replace=False)] = True
+    subsets = subsets.reshape(n, n_subsets, h, w)
+    fill = fill_images(x, baseline, value_range)
+    removed = np.where(subsets[..., None], fill[:, None], x[:, None])
+    logits = forward_logits(model, np.concatenate([x, removed.reshape(-1, *x.shape[1:])]),
+                            batch_size)
+    score = logits[np.arange(len(logits)), np.concatenate([t, np.repeat(t, n_subsets)])]
+    drops = score[:n, None] - score[n:].reshape(n, n_subsets)
+    sums = (subsets * m[:, None]).sum(axis=(2, 3))
+    return np.array([_pearson(a, b) for a, b in zip(sums, drops, strict=True)], np.float32)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    norm = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / norm) if norm > 0 else 0.0
+
+
+def max_sensitivity(model, method: Callable, images, target=None, *, radius: float = 0.02,
+                    n_samples: int = 8, seed: int = 0, value_range=UNIT_RANGE,
+                    **settings) -> np.ndarray:
+    """Max-sensitivity (Yeh et al. 2019): the largest change of the map under a tiny noise.
+
+    ``n_samples`` times, add uniform noise in [−radius, radius] to every pixel value (clipped
+    to the value range), explain the same class again, and take the largest relative change
+    ‖M(x + ε) − M(x)‖ / ‖M(x)‖ (Frobenius norms). 0: the map ignores noise the model does not
+    care about; large: the map is fragile. (The division makes methods with different scales
+    comparable.)
+
+    Returns:
+        float32 (N,), one score per image (lower is better).
+    """
+    x, t = prepare(model, images, target, value_range)
+    t = np.where(t < 0, forward_logits(model, x).argmax(axis=1), t).astype(np.int32)
+    if not 0 < radius <= 1 or not _is_int(n_samples) or n_samples < 1:
+        raise CourseError(f"radius must be in (0, 1] and n_samples a whole number ≥ 1; got "
+                          f"{radius!r} and {n_samples!r}.")
+    rng = np.random.default_rng(seed)
+    m0 = as_maps(method(model, x, t, **settings)).astype(np.float64)
+    norm = np.sqrt((m0**2).sum(axis=(1, 2)))
+    worst = np.zeros(len(x))
+    for _ in range(n_samples):
+        noisy = x + rng.uniform(-radius, radius, x.shape).astype(np.float32)
+        noisy = noisy if value_range is None else np.clip(noisy, *value_range)
+        change = np.sqrt(((as_maps(method(model, noisy, t, **settings)) - m0)**2).sum(axis=(1, 2)))
+        worst = np.maximum(worst, change / np.where(norm > 0, norm, 1))
+    return worst.astype(np.float32)
+
+
+# --- comparing two methods on the same images --------------------------------------------------
+
+def paired_interval(a, b, confidence: float = 0.95) -> tuple[float, float, float]:
+    """The mean of a − b over the same images, with its paired t confidence interval.
+
+    Two methods scored on the same images share each image's difficulty; their difference,
+    image by image, is far less noisy than two separate means. The gap is supported when the
+    interval excludes 0.
+
+    Returns:
+        (mean difference, low, high).
+    """
+    from scipy.stats import t as student
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    d = a - b if a.shape == b.shape else np.empty(0)
+    if d.ndim != 1 or len(d) < 2:
+        raise CourseError(f"paired_interval needs two scores per image for at least 2 images, "
+                          f"as two arrays of the same length; got shapes {np.shape(a)} and "
+                          f"{np.shape(b)}.")
+    half = student.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+
+
 # --- the sanity check: randomise the model, from the top down ----------------------------------
 
 @dataclass
@@ -361,6 +598,20 @@ def _initializer(layer, variable):
                       f"layer {layer.name!r}; leave this layer out of `layers`.")
 
 
+def _layer_group(model, name: str) -> list[str]:
+    """The layers one cascade step randomises: ``name``, or, for a pattern such as ``"block6*"``
+    or ``"block[45]*"`` (``fnmatch``'s), every weighted layer it matches, from the output down."""
+    from fnmatch import fnmatchcase
+
+    if not any(c in name for c in "*?["):
+        _find_layer(model, name)
+        return [name]
+    group = [n for n in weighted_layers(model) if fnmatchcase(n, name)]
+    if not group:
+        raise CourseError(f"No layer with weights matches {name!r} in this model.")
+    return group
+
+
 def reinitialize(layer, rng: np.random.Generator) -> None:
     """Draw new values for every weight of ``layer`` from its own initializer, seeded by ``rng``.
 
@@ -398,7 +649,9 @@ def randomization_cascade(model, method: Callable, images, target=None, *,
         images: float32 (N, H, W, C) or one image (H, W, C).
         target: None (the trained model's predicted class), one class index, or one per image.
         layers: the layers to randomise, in order (default: every layer with weights, from the
-            output down; see :func:`weighted_layers`).
+            output down; see :func:`weighted_layers`). A pattern (``"block6*"``,
+            ``"block[45]*"``) is one step that randomises every weighted layer it matches (all of
+            block 6 of EfficientNet-Lite0 at once).
         seed: seeds the new weights.
         **settings: passed on to ``method`` (``value_range`` too, if given).
 
@@ -410,14 +663,13 @@ def randomization_cascade(model, method: Callable, images, target=None, *,
     trained_logits = forward_logits(model, x)
     t = np.where(t < 0, trained_logits.argmax(axis=1), t).astype(np.int32)
     names = weighted_layers(model) if layers is None else list(layers)
-    for name in names:
-        _find_layer(model, name)                                        # checks every name
+    groups = [_layer_group(model, name) for name in names]               # checks every name
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     rng = np.random.default_rng(seed)
     maps, agreement = [], []
-    for step, name in enumerate([None, *names]):
-        if name is not None:
+    for step, group in enumerate([[], *groups]):
+        for name in group:
             reinitialize(_find_layer(copy, name), rng)
         maps.append(as_maps(method(copy, x, t, **settings),
                             f"the maps of step {step}"))
@@ -427,6 +679,27 @@ def randomization_cascade(model, method: Callable, images, target=None, *,
                    np.stack([rank_correlation(maps[0], m) for m in maps]),
                    np.stack([rank_correlation(np.abs(maps[0]), np.abs(m)) for m in maps]),
                    np.array(agreement, np.float32), t)
+
+
+def random_logit(model, method: Callable, images, target=None, *, seed: int = 0,
+                 value_range=UNIT_RANGE, **settings) -> np.ndarray:
+    """The random-logit test (Sixt et al. 2020): does the map change with the class explained?
+
+    Each image is explained for its target class and for another class drawn at random; the
+    score is the Spearman rank correlation of the two maps. A method that explains the class
+    gives different maps (low ρ); a method that draws the image gives the same (ρ near 1).
+
+    Returns:
+        float32 (N,), one ρ per image (lower is better).
+    """
+    x, t = prepare(model, images, target, value_range)
+    logits = forward_logits(model, x)
+    t = np.where(t < 0, logits.argmax(axis=1), t).astype(np.int32)
+    rng = np.random.default_rng(seed)
+    shift = rng.integers(1, logits.shape[1], len(t))         # any class but the target
+    other = ((t + shift) % logits.shape[1]).astype(np.int32)
+    return rank_correlation(as_maps(method(model, x, t, **settings)),
+                            as_maps(method(model, x, other, **settings)))
 
 
 # --- exercise -----------------------------------------------------------------------------------

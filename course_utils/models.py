@@ -38,6 +38,7 @@ MANIFEST = "manifest.json"
 COURSE_MODELS = {
     "shapes_cnn": "the course CNN, trained on the shapes data set",
     "shapes_cnn_cue": "the same CNN trained with a spurious cue: a checkerboard on every star",
+    "shapes_cnn_shuffled": "the same CNN trained on shuffled labels: it learnt no shapes",
 }
 CUE_CLASS = "star"
 
@@ -95,7 +96,7 @@ def load_course_model(name: str = "shapes_cnn", *, data_dir=None):
     """Load a shipped course model, after checking its file against the manifest's sha256.
 
     Args:
-        name: ``"shapes_cnn"`` or ``"shapes_cnn_cue"``.
+        name: ``"shapes_cnn"``, ``"shapes_cnn_cue"`` or ``"shapes_cnn_shuffled"``.
         data_dir: the folder with the weights and manifest (default: the repository's ``data/``).
 
     Returns:

@@ -26,6 +26,9 @@ TRAIN_SEED, VAL_SEED, TEST_SEED = 1, 2, 2024  # the test seed is used for nothin
 RECIPES = {
     "shapes_cnn": {"cue_class": None, "n_train": 24_000, "epochs": 10},
     "shapes_cnn_cue": {"cue_class": CUE_CLASS, "n_train": 24_000, "epochs": 10},  # same recipe
+    # Adebayo et al.'s data randomization test: labels shuffled, so there is nothing to learn but
+    # the training images by heart; few images and many epochs let the network memorise them.
+    "shapes_cnn_shuffled": {"shuffle_labels": True, "n_train": 512, "epochs": 50},
 }
 
 
@@ -41,13 +44,20 @@ def _xy(shapes):
     return shapes.images, shapes.labels
 
 
-def train(name: str, *, n_train: int, epochs: int, cue_class=None, seed: int = 0,
-          batch_size: int = 64, verbose: int = 2):
-    """Train one course model and return it with its measured accuracy (a dict)."""
+def train(name: str, *, n_train: int, epochs: int, cue_class=None, shuffle_labels: bool = False,
+          seed: int = 0, batch_size: int = 64, verbose: int = 2):
+    """Train one course model and return it with its measured accuracy (a dict).
+
+    ``shuffle_labels`` permutes the training labels (the data randomization test of Adebayo et
+    al. 2018); its report adds the accuracy on those shuffled training labels (memorisation).
+    """
     setup(seed)
     cue = "class" if cue_class is not None else "none"
     train_set = make_shapes(n_train, TRAIN_SEED, cue_class=cue_class, cue=cue)
     val_set = make_shapes(2000, VAL_SEED, cue_class=cue_class, cue=cue)
+    x_train, y_train = _xy(train_set)
+    if shuffle_labels:
+        y_train = np.random.default_rng(seed).permutation(y_train)
     model = build_course_cnn(name=name)
     trainable = keras.Model(model.input, model.get_layer("logits").output)  # shares the layers
     steps_per_epoch = int(np.ceil(n_train / batch_size))
@@ -60,12 +70,14 @@ def train(name: str, *, n_train: int, epochs: int, cue_class=None, seed: int = 0
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"], jit_compile=True)  # XLA: ~2x faster on CPU
     start = time.perf_counter()
-    trainable.fit(*_xy(train_set), batch_size=batch_size, epochs=epochs,
-                  validation_data=_xy(val_set), verbose=verbose)
+    trainable.fit(x_train, y_train, batch_size=batch_size, epochs=epochs,  # shuffled: no val.
+                  validation_data=None if shuffle_labels else _xy(val_set), verbose=verbose)
     report = {"train_seconds": round(time.perf_counter() - start, 1),
               "test_accuracy": round(accuracy(model, *_xy(make_shapes(2000, TEST_SEED))), 4)}
     if cue_class is not None:
         report |= cue_report(model)
+    if shuffle_labels:
+        report["train_accuracy_shuffled_labels"] = round(accuracy(model, x_train, y_train), 4)
     return model, report
 
 

@@ -304,3 +304,136 @@ def test_bad_cascade_input(toy):
         metrics.randomization_cascade(toy, cu.gradients.saliency, x, layers=["conv9"])
     with pytest.raises(cu.CourseError, match="colour channels"):
         metrics.randomization_cascade(toy, cu.gradients.saliency, x, reduce="none")
+
+
+# --- the pointing game's tolerance and the centre prior ----------------------------------------
+
+def test_zhang_tolerance_and_centre_prior():
+    assert metrics.zhang_tolerance(224) == pytest.approx(15)
+    assert metrics.zhang_tolerance(64) == pytest.approx(15 * 64 / 224)          # 4.29 pixels
+    masks = np.zeros((2, 64, 64), bool)
+    masks[:, 40:50, 40:50] = True
+    maps = np.zeros((2, 64, 64), np.float32)
+    maps[0, 36, 45] = 1                          # 4 pixels above the object: within 4.29
+    maps[1, 35, 45] = 1                          # 5 pixels above: outside
+    np.testing.assert_array_equal(metrics.pointing_game(maps, masks, "zhang"), [True, False])
+    np.testing.assert_array_equal(metrics.pointing_game(maps, masks), [False, False])
+    centre = np.zeros((2, 64, 64), bool)
+    centre[0, 28:36, 28:36] = True               # on the centre
+    centre[1, :8, :8] = True                     # in a corner
+    np.testing.assert_array_equal(metrics.centre_pointing(centre), [True, False])
+    assert metrics.centre_map(64, 64).argmax() == 31 * 64 + 31      # the 4 middle pixels tie
+
+
+# --- ROAD ---------------------------------------------------------------------------------------
+
+def test_linear_imputation_fills_a_ramp_exactly():
+    rows, cols = np.mgrid[0:12, 0:10].astype(np.float32)
+    ramp = np.stack([0.1 * rows, 0.05 * cols + 0.2, 0.3 + 0.02 * (rows - cols)], axis=-1)
+    missing = np.zeros((12, 10), bool)
+    missing[3:9, 2:7] = True       # a hole inside: each pixel is the mean of symmetric neighbours
+    filled = metrics.linear_impute(ramp, missing)
+    np.testing.assert_allclose(filled, ramp, atol=1e-5)
+    missing[0, :4] = missing[:5, -1] = True      # on the edges the neighbours are one-sided:
+    hole = np.where(missing[..., None], 0.0, np.full_like(ramp, 0.7))   # exact for a constant
+    np.testing.assert_allclose(metrics.linear_impute(hole, missing), 0.7, atol=1e-5)
+    with pytest.raises(cu.CourseError, match="known pixel"):
+        metrics.linear_impute(ramp, np.ones((12, 10), bool))
+
+
+def test_road_by_hand(toy):
+    x = np.full((1, SIZE, SIZE, 3), 0.5, np.float32)
+    x[0, REGION[0], REGION[1]] = 1.0
+    perfect = region_mask().astype(np.float32)
+    most = metrics.road_curve(toy, x, perfect, 0, fractions=(0.1, 0.5), noise=0)
+    # the 16 region pixels go first and are filled from the grey around them: logit 6 → −2
+    np.testing.assert_allclose(most.probabilities[0], sigmoid(np.array([6, -2, -2])), atol=1e-5)
+    np.testing.assert_allclose(most.fractions, [0, 0.1, 0.5])
+    want = (0.1 * (sigmoid(6) + sigmoid(-2)) / 2 + 0.4 * sigmoid(-2)) / 0.5
+    np.testing.assert_allclose(most.area, [want], atol=1e-5)
+    least = metrics.road_curve(toy, x, perfect, 0, fractions=(0.5, 0.9), order="least")
+    np.testing.assert_allclose(least.probabilities[0], sigmoid(6), atol=1e-5)  # region kept
+    noisy = metrics.road_curve(toy, x, perfect, 0, fractions=(0.1,), noise=0.01)
+    assert abs(noisy.probabilities[0, 1] - sigmoid(-2)) < 0.02
+    with pytest.raises(cu.CourseError, match="between 0 and 1"):
+        metrics.road_curve(toy, x, perfect, 0, fractions=(0.5, 1.0))
+
+
+# --- faithfulness correlation, max-sensitivity, random logit ----------------------------------
+
+def linear_model(seed: int = 0, n_classes: int = 2):
+    """logits = W · image (flattened), W drawn at random."""
+    x = keras.Input((SIZE, SIZE, 3))
+    h = keras.layers.Flatten()(x)
+    dense = keras.layers.Dense(n_classes, use_bias=False)
+    out = dense(h)
+    w = np.random.default_rng(seed).normal(size=(SIZE * SIZE * 3, n_classes)).astype(np.float32)
+    dense.set_weights([w])
+    return keras.Model(x, out), w.reshape(SIZE, SIZE, 3, n_classes)
+
+
+def test_faithfulness_correlation_of_a_linear_model():
+    model, w = linear_model()
+    x = np.random.default_rng(1).random((2, SIZE, SIZE, 3)).astype(np.float32)
+    exact = (w[..., 0] * (x - 0.5)).sum(axis=-1)          # each pixel's share of the logit drop
+    got = metrics.faithfulness_correlation(model, x, exact, 0, n_subsets=20, subset_size=30)
+    np.testing.assert_allclose(got, 1, atol=1e-4)
+    flipped = metrics.faithfulness_correlation(model, x, -exact, 0, n_subsets=20, subset_size=30)
+    np.testing.assert_allclose(flipped, -1, atol=1e-4)
+    flat = metrics.faithfulness_correlation(model, x, np.ones_like(exact), 0, n_subsets=20,
+                                            subset_size=30)
+    np.testing.assert_array_equal(flat, 0)                 # the sums never vary
+    with pytest.raises(cu.CourseError, match="subset_size"):
+        metrics.faithfulness_correlation(model, x, exact, 0, subset_size=SIZE * SIZE)
+
+
+def test_max_sensitivity_known_answers():
+    model, _ = linear_model()
+    x = np.full((2, SIZE, SIZE, 3), 0.5, np.float32)
+    # the saliency of a linear model is its weights, whatever the noise
+    assert metrics.max_sensitivity(model, cu.gradients.saliency, x, 0).max() < 1e-6
+
+    def brightness(m, images, t):
+        return images.mean(axis=-1)
+
+    got = metrics.max_sensitivity(model, brightness, x, 0, radius=0.02, n_samples=4)
+    # every pixel moves by at most 0.02 on a map of 0.5: at most 0.04 relative, and not 0
+    assert (got > 0.005).all() and (got <= 0.04 + 1e-6).all()
+
+
+def test_random_logit_known_answers():
+    model, w = linear_model(n_classes=2)
+    x = np.full((1, SIZE, SIZE, 3), 0.5, np.float32)
+
+    def ignores_class(m, images, t):
+        return images.mean(axis=-1) + np.arange(SIZE)[None, None, :]
+
+    assert metrics.random_logit(model, ignores_class, x, 0)[0] == pytest.approx(1)
+    got = metrics.random_logit(model, cu.gradients.saliency, x, 0)        # the other class: 1
+    want = spearmanr(np.abs(w[..., 0]).max(-1).ravel(), np.abs(w[..., 1]).max(-1).ravel())
+    assert got[0] == pytest.approx(want.statistic, abs=1e-5)
+
+
+def test_paired_interval_is_scipys_paired_t():
+    from scipy.stats import ttest_rel
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random(30), rng.random(30) + 0.1
+    mean, low, high = metrics.paired_interval(a, b)
+    ci = ttest_rel(a, b).confidence_interval(0.95)
+    assert mean == pytest.approx((a - b).mean())
+    assert (low, high) == pytest.approx((ci.low, ci.high))
+    with pytest.raises(cu.CourseError, match="two scores per image"):
+        metrics.paired_interval(a, b[:1])
+
+
+def test_cascade_steps_by_prefix(toy):
+    def names_of(m, x, t):
+        return np.zeros((len(x), SIZE, SIZE), np.float32)
+
+    c = metrics.randomization_cascade(toy, names_of, np.full((1, SIZE, SIZE, 3), 0.5, np.float32),
+                                      0, layers=["dense*"])
+    assert c.steps == ["trained", "dense*"] and c.maps.shape == (2, 1, SIZE, SIZE)
+    with pytest.raises(cu.CourseError, match="matches 'conv9\\*'"):
+        metrics.randomization_cascade(toy, names_of, np.zeros((1, SIZE, SIZE, 3), np.float32),
+                                      0, layers=["conv9*"])

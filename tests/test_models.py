@@ -45,6 +45,13 @@ def test_the_cheating_model_needs_its_cue(cue_model, test_set):
     assert acc_none < acc_cue - 0.05 and acc_moved < acc_cue - 0.3
 
 
+def test_the_shuffled_label_model_memorised_but_learnt_no_shapes(test_set):
+    shuffled = cu.load_course_model("shapes_cnn_shuffled")
+    entry = models.read_manifest()["models"]["shapes_cnn_shuffled"]
+    assert entry["train_accuracy_shuffled_labels"] > 0.3          # well above chance (1/6)...
+    assert _accuracy(shuffled, test_set) < 0.25                      # ...on images it saw only
+
+
 def test_the_manifest_matches_the_shipped_files():
     for name, entry in models.read_manifest()["models"].items():
         path = models.DATA_DIR / entry["file"]
