@@ -5,17 +5,18 @@ Training changes the weights to lower a loss, with the image fixed. Here it is t
 the weights stay fixed and the *image* changes, step by step, to raise a score (Simonyan et al.
 2014; Yosinski et al. 2015; Mordvintsev et al. 2015). One step, from image x:
 
-1. **jitter**: roll x by a random shift of up to ``jitter`` pixels (the roll is undone after the
-   step), so that the image cannot fit the network's exact pixel grid;
+1. **jitter** (Mordvintsev et al. 2015; Olah et al. 2017): roll x by a random shift of up to
+   ``jitter`` pixels (undone after the step), so that the image cannot fit the exact pixel grid;
 2. **step** along the gradient g of the score, with **L2 decay**:
 
        x ← x + η · g / mean|g| - δ · (x - 0.5)
 
    The gradient is divided by its mean magnitude, so that the step size η is "how far a pixel
    moves per step", whatever the score's scale. The decay δ pulls every pixel the fraction δ of
-   the way back to the neutral grey 0.5. It is Simonyan et al.'s penalty -λ‖x - 0.5‖²: plain
-   gradient ascent with step η on S(x) - λ‖x - 0.5‖² is x ← x + η·g - 2ηλ·(x - 0.5), the same
-   update with δ = 2ηλ. Stated as δ, it means the same for any score (Yosinski et al. 2015);
+   the way back to the neutral grey 0.5 (Yosinski et al. 2015's L2 decay). It comes from Simonyan
+   et al.'s penalty -λ‖x - 0.5‖²: *unnormalised* ascent with step η on S(x) - λ‖x - 0.5‖² is
+   x ← x + η·g - 2ηλ·(x - 0.5), i.e. δ = 2ηλ. With the normalised gradient used here the two no
+   longer match (δ = 2ηλ / mean|g|, which changes from step to step), so δ is the knob, not λ;
 3. every ``blur_every`` steps, a **Gaussian blur** of width ``blur_sigma`` (removes the
    high-frequency patterns that raise the score but that no real image has);
 4. **clip** to the valid range (the model never saw pixels outside [0, 1]).
@@ -57,7 +58,7 @@ class Settings:
     Attributes:
         step_size: η, how far (on average) a pixel moves per step, in the image's units.
         decay: δ, the L2 decay: each step also moves every pixel the fraction δ of the way back
-            to grey (0.5); the penalty -λ‖x - 0.5‖² with δ = 2ηλ.
+            to grey (0.5); see the module docstring for how it relates to the penalty λ‖x - 0.5‖².
         blur_sigma: width (pixels) of the Gaussian blur; 0 for none.
         blur_every: blur after every ``blur_every``-th step.
         jitter: largest random shift (pixels) before each step; 0 for none.
@@ -289,3 +290,87 @@ def ascend(step: Callable, start: np.ndarray, targets: np.ndarray, steps: int,
     (its ``.image(steps)`` is the result; it can be continued)."""
     run = Ascent(step, start, targets, settings)
     return run.run_to(check_steps(steps), progress=progress)
+
+
+# --- the exercise of notebook 05 ----------------------------------------------------------------
+
+def blur_image(image: np.ndarray, sigma: float = 0.5) -> np.ndarray:
+    """One image (H, W, C) blurred by :func:`gaussian_blur` (reflecting borders), as NumPy."""
+    kernel = tf.constant(gaussian_kernel(sigma))
+    return gaussian_blur(tf.constant(np.asarray(image, np.float32)[None]), kernel)[0].numpy()
+
+
+def _reference_step(x, gradient, eta, delta, shift, blur, *, mistake: str = ""):
+    """One regularised ascent step in NumPy, or the same step with one named mistake."""
+    if mistake == "blur first":
+        return _reference_step(blur(x), gradient, eta, delta, shift, lambda im: im)
+    dy, dx = shift
+    moved = x if mistake == "gradient before shift" else np.roll(x, (dy, dx), axis=(0, 1))
+    g = gradient(moved)
+    if mistake == "gradient before shift":
+        g, moved = np.roll(g, (dy, dx), axis=(0, 1)), np.roll(x, (dy, dx), axis=(0, 1))
+    scale = {"no normalisation": 1.0, "max": np.abs(g).max(),
+             "norm": np.sqrt(np.sum(g ** 2))}.get(mistake, np.mean(np.abs(g)))
+    sign = -1.0 if mistake == "descent" else 1.0
+    centre = 0.0 if mistake == "decay to zero" else NEUTRAL
+    decay = -delta if mistake == "decay away" else delta
+    new = moved + sign * eta * g / scale - decay * (moved - centre)
+    if mistake != "shift not undone":
+        new = np.roll(new, (-dy, -dx), axis=(0, 1))
+    if mistake != "no blur":
+        new = blur(new)
+    return new if mistake == "no clip" else np.clip(new, 0.0, 1.0)
+
+
+STEP_HINTS = {
+    "no normalisation": "divide the gradient by its mean absolute value, so that eta is how far "
+                        "a pixel moves on average, whatever the score's scale.",
+    "max": "normalise the gradient by its *mean* absolute value, not its largest one.",
+    "norm": "normalise the gradient by its mean absolute value, not its L2 norm.",
+    "descent": "this lowers the score: ascent moves the image *along* the gradient.",
+    "decay to zero": "the L2 decay pulls every pixel towards grey (0.5), not towards black (0).",
+    "decay away": "the decay must pull the pixels *towards* grey: check its sign.",
+    "shift not undone": "roll the image back by the opposite shift after the step, or the "
+                        "picture wanders a little further with every step.",
+    "gradient before shift": "take the gradient at the shifted image: jitter means the network "
+                             "sees the image moved.",
+    "no blur": "apply the blur function to the result of the step.",
+    "blur first": "blur after the step (and after undoing the shift), not before it.",
+    "no clip": "clip the result to [0, 1], the range the network was trained on.",
+}
+
+
+def check_step_exercise(my_step) -> None:
+    """Check a student's ascent step ``my_step(x, gradient, eta, delta, shift, blur)``.
+
+    ``x`` is one image (H, W, 3) in [0, 1]; ``gradient(image)`` returns dS/dI at an image;
+    ``shift`` is the jitter (dy, dx); ``blur(image)`` returns the blurred image. The step must
+    roll x by the shift, move it by eta times the gradient over its mean absolute value, pull it
+    the fraction delta back to grey, roll it back, blur it and clip it to [0, 1]. The check tries
+    it on random images with a score whose gradient depends on the position, and names the
+    mistake when it recognises one. Prints "correct" or "not yet: <hint>".
+    """
+    rng = np.random.default_rng(14)
+    for _ in range(3):
+        weights = rng.normal(size=(9, 9, 3))
+        shift = (int(rng.integers(1, 4)), -int(rng.integers(1, 4)))
+        args = (rng.uniform(0.05, 0.95, (9, 9, 3)), lambda im, w=weights: w * np.cos(3 * im) + w,
+                float(rng.uniform(0.1, 0.3)), float(rng.uniform(0.05, 0.2)), shift,
+                lambda im: 0.5 * im + 0.25 * (np.roll(im, 1, axis=0) + np.roll(im, 1, axis=1)))
+        try:
+            got = np.asarray(my_step(*[a.copy() if isinstance(a, np.ndarray) else a
+                                       for a in args]), np.float64)
+        except Exception as e:  # the student's code failed: say how, do not raise
+            return print(f"not yet: your function raised {type(e).__name__}: {e}")
+        if got.shape != args[0].shape:
+            return print(f"not yet: the step must return an image of the input's shape "
+                         f"{args[0].shape}; got shape {got.shape}.")
+        if np.allclose(got, _reference_step(*args), atol=1e-5):
+            continue
+        for mistake, hint in STEP_HINTS.items():
+            if np.allclose(got, _reference_step(*args, mistake=mistake), atol=1e-5):
+                return print(f"not yet: {hint}")
+        return print("not yet: a step has these parts, in this order: roll by the shift; the "
+                     "gradient at the rolled image; the move along it, normalised; the pull "
+                     "towards grey; roll back; blur; clip to [0, 1].")
+    print("correct")

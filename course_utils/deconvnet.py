@@ -390,7 +390,7 @@ def project(model, images, layer: str, channel, *, position=None, rule: str = "d
 # --- the strongest units, receptive fields --------------------------------------------------------
 
 
-def strongest_units(model, images, layer: str) -> Units:
+def strongest_units(model, images, layer: str, masks=None) -> Units:
     """In each image, the unit of ``layer`` with the largest activation, over all channels and
     positions (the first one, if tied).
 
@@ -398,15 +398,28 @@ def strongest_units(model, images, layer: str) -> Units:
         model: the course CNN.
         images: float32 (N, H, W, 3) in [0, 1], or one image.
         layer: the name of a Conv2D or MaxPooling2D layer.
+        masks: None, or bool (N, H, W) object masks: then only units whose receptive field is
+            centred on the object count (the strongest unit *on the object*).
 
     Returns:
         Units, each field of shape (N,).
     """
     acts, _ = forward_with_switches(model, images, layer)
     n, h, w, c = acts.shape
+    if masks is not None:
+        centres = [_field_centre(model, layer, i) for i in range(max(h, w))]
+        rows, cols = np.array(centres[:h])[:, 0], np.array(centres[:w])[:, 1]
+        on_object = np.asarray(masks, bool)[:, rows][:, :, cols]           # (N, h, w)
+        acts = np.where(on_object[..., None], acts, -np.inf)
     flat = acts.reshape(n, -1).argmax(axis=1)
     row, col, channel = np.unravel_index(flat, (h, w, c))
     return Units(channel, row, col, acts.reshape(n, -1)[np.arange(n), flat])
+
+
+def _field_centre(model, layer: str, i: int) -> tuple[int, int]:
+    """The pixel (row, column) at the centre of unit (i, i)'s receptive field (clipped)."""
+    top, left, bottom, right = receptive_field(model, layer, i, i)
+    return (top + bottom - 1) // 2, (left + right - 1) // 2
 
 
 def _same_padding(n: int, kernel: int, stride: int) -> int:
@@ -449,11 +462,16 @@ def receptive_field(model, layer: str, row: int, col: int) -> tuple[int, int, in
 # --- display -------------------------------------------------------------------------------------
 
 
-def to_rgb(projection: np.ndarray) -> np.ndarray:
-    """A signed projection (H, W, 3) as an image for display: 0 is mid grey, and the largest
-    absolute value goes to 0 or 1 (all channels scaled alike, so colours keep their sign)."""
-    peak = np.abs(projection).max()
-    return 0.5 + 0.5 * projection / peak if peak > 0 else np.full_like(projection, 0.5)
+def to_rgb(projection: np.ndarray, percentile: float = 100.0) -> np.ndarray:
+    """A signed projection (H, W, 3) as an image for display: 0 is mid grey, and the given
+    percentile of the absolute values goes to 0 or 1 (all channels scaled alike, so colours keep
+    their sign). A percentile below 100 stretches the contrast: the few largest values saturate,
+    and the weaker structure becomes visible."""
+    peak = np.percentile(np.abs(projection[np.abs(projection).max(-1) > 0]), percentile) \
+        if np.any(projection) else 0.0
+    if peak <= 0:
+        return np.full_like(projection, 0.5)
+    return np.clip(0.5 + 0.5 * projection / peak, 0.0, 1.0)
 
 
 def _box(ax, field, colour: str) -> None:
@@ -465,9 +483,12 @@ def _box(ax, field, colour: str) -> None:
 LAYER_COLOURS = ("red", "orange", "cyan", "magenta", "lime", "yellow")
 
 
-def strongest_units_figure(model, images, layers: list[str], titles=None, *, size: float = 1.15):
+def strongest_units_figure(model, images, layers: list[str], titles=None, *, size: float = 1.15,
+                           masks=None, percentile: float = 99.0):
     """For each image (one row): the image with each layer's field boxed; then, for each layer,
-    the image patch its strongest unit sees and that unit's deconvnet projection in the patch.
+    the image patch its strongest unit sees and that unit's deconvnet projection in the patch,
+    contrast-stretched to the ``percentile`` of its absolute values (see :func:`to_rgb`). With
+    ``masks``, the strongest unit on the object (:func:`strongest_units`).
 
     Args:
         model: the course CNN.
@@ -482,14 +503,14 @@ def strongest_units_figure(model, images, layers: list[str], titles=None, *, siz
     fig, axes = plt.subplots(len(x), 1 + 2 * len(layers), squeeze=False,
                              figsize=(size * (1 + 2 * len(layers)), size * len(x) + 0.5))
     for j, name in enumerate(layers):
-        units = strongest_units(model, x, name)
+        units = strongest_units(model, x, name, masks)
         proj = project(model, x, name, units.channel, position=np.stack([units.row, units.col], 1))
         for i in range(len(x)):
             field = receptive_field(model, name, units.row[i], units.col[i])
             top, left, bottom, right = field
             _box(axes[i, 0], field, LAYER_COLOURS[j % len(LAYER_COLOURS)])
             axes[i, 1 + 2 * j].imshow(x[i, top:bottom, left:right])
-            axes[i, 2 + 2 * j].imshow(to_rgb(proj[i])[top:bottom, left:right])
+            axes[i, 2 + 2 * j].imshow(to_rgb(proj[i][top:bottom, left:right], percentile))
             axes[i, 1 + 2 * j].set_title(f"{name} ch {units.channel[i]}: patch", fontsize=7,
                                          color=LAYER_COLOURS[j % len(LAYER_COLOURS)])
             axes[i, 2 + 2 * j].set_title("projection", fontsize=7)
@@ -497,6 +518,40 @@ def strongest_units_figure(model, images, layers: list[str], titles=None, *, siz
         axes[i, 0].imshow(x[i])
         axes[i, 0].set_title(titles[i] if titles is not None else "image", fontsize=8)
     for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def unit_figure(model, image: np.ndarray, layer: str, channel: int, row: int, col: int, *,
+                percentile: float = 99.0):
+    """One unit's deconvnet and guided-backpropagation projections (the pure function behind
+    notebook 08's panel): the image with the unit's field boxed, the patch, and the two
+    projections in it, contrast-stretched. A channel or position beyond the layer's size is
+    clipped to it (the title says which unit is shown).
+
+    Returns:
+        The figure.
+    """
+    x = as_image_batch(image, model)[:1]
+    acts, _ = forward_with_switches(model, x, layer)
+    h, w, c = acts.shape[1:]
+    channel, row, col = min(int(channel), c - 1), min(int(row), h - 1), min(int(col), w - 1)
+    field = receptive_field(model, layer, row, col)
+    top, left, bottom, right = field
+    fig, axes = plt.subplots(1, 4, figsize=(7.6, 2.3))
+    axes[0].imshow(x[0])
+    _box(axes[0], field, "red")
+    axes[1].imshow(x[0, top:bottom, left:right])
+    for ax, rule in zip(axes[2:], ("deconvnet", "guided"), strict=True):
+        proj = project(model, x, layer, channel, position=(row, col), rule=rule)
+        ax.imshow(to_rgb(proj[0, top:bottom, left:right], percentile))
+        ax.set_title(f"{rule} projection", fontsize=8)
+    axes[0].set_title(f"{layer} ch {channel} at ({row}, {col})\nactivation "
+                      f"{acts[0, row, col, channel]:.1f}", fontsize=8)
+    axes[1].set_title(f"its field, {bottom - top}×{right - left}", fontsize=8)
+    for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
@@ -545,39 +600,3 @@ def print_agreement(a, b, label: str, tol: float = 1e-5) -> None:
     err = float(np.abs(a - b).max() / scale)
     verdict = f"below {tol:.0e}: they agree" if err < tol else f"{err:.1g}: they differ"
     print(f"{label}: largest difference / largest value {verdict}")
-
-
-# --- exercise -------------------------------------------------------------------------------------
-
-
-def check_un_relu_exercise(my_un_relu) -> None:
-    """Self-check for notebook 08: ``my_un_relu(signal, forward_input)`` must apply the
-    deconvnet's un-ReLU rule. Prints "correct" or "not yet: <hint>"."""
-    rng = np.random.default_rng(8)
-    signal, forward_input = rng.normal(size=(2, 4, 4, 3)), rng.normal(size=(2, 4, 4, 3))
-    want = deconv.deconvnet_relu_backward(signal, forward_input)
-    try:
-        got = my_un_relu(signal, forward_input)
-    except Exception as e:  # a student's bug: report it, do not crash the notebook
-        print(f"not yet: your function raised {type(e).__name__}: {e}")
-        return
-    print(_un_relu_verdict(got, want, signal, forward_input))
-
-
-def _un_relu_verdict(got, want, signal, forward_input) -> str:
-    if got is None:
-        return "not yet: your function returns None; return the signal after the un-ReLU."
-    got = np.asarray(got, np.float64)
-    if got.shape != want.shape:
-        return f"not yet: the result should have the signal's shape {want.shape}; got {got.shape}."
-    if np.allclose(got, want):
-        return "correct"
-    if np.allclose(got, deconv.relu_backward(signal, forward_input)):
-        return ("not yet: that is backpropagation's rule, which looks at the forward input. The "
-                "un-ReLU looks only at the signal coming back.")
-    if np.allclose(got, deconv.guided_relu_backward(signal, forward_input)):
-        return ("not yet: that is guided backpropagation (both must be positive). The un-ReLU "
-                "ignores the forward input.")
-    if np.allclose(got, np.maximum(forward_input, 0)):
-        return "not yet: that is the forward ReLU of the input; apply the ReLU to the signal."
-    return "not yet: keep the signal where it is positive and put 0 elsewhere: max(signal, 0)."

@@ -3,8 +3,8 @@ fields and dataset search.
 
 - :func:`class_model`: the image that maximises a class's **unnormalised** score (the logit S_c,
   or its lead over the strongest rival class), minus λ‖I‖², by gradient ascent from a neutral
-  grey image (Simonyan, Vedaldi & Zisserman 2014), with the regularisers of Yosinski et al. 2015
-  (blur, jitter) that make it readable.
+  grey image (Simonyan, Vedaldi & Zisserman 2014), with regularisers that make it readable: L2
+  decay and blur (Yosinski et al. 2015), jitter (Mordvintsev et al. 2015; Olah et al. 2017).
 - :func:`channel_visualization`: the same ascent on the mean activation of one conv channel.
 - :func:`receptive_field`: which input pixels a unit of a layer can see, computed exactly from the
   layers' kernels, strides and padding.
@@ -568,44 +568,100 @@ def _verdict(ok: bool, hint: str) -> None:
     print("correct" if ok else f"not yet: {hint}")
 
 
-def check_objective_exercise(objective_fn) -> None:
-    """Check a student's Simonyan objective ``objective_fn(logits, image, c, lam)``, which must
-    return S_c - lam·‖image - 0.5‖² for logits (classes,), an image (H, W, C) and a class c.
-    Prints "correct" or "not yet: <hint>"."""
-    rng = np.random.default_rng(5)
-    for _ in range(3):
-        logits = rng.normal(size=6).astype(np.float32) * 3
-        image = rng.uniform(size=(8, 8, 3)).astype(np.float32)
-        c, lam = int(rng.integers(6)), float(rng.uniform(0.01, 0.1))
-        want = logits[c] - lam * np.sum((image - 0.5) ** 2)
-        try:
-            got = float(np.asarray(objective_fn(logits, image, c, lam)))
-        except Exception as e:  # the student's code failed: say how, do not raise
-            return _verdict(False, f"your function raised {type(e).__name__}: {e}")
-        if not np.isclose(got, want, rtol=1e-4, atol=1e-4):
-            probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
-            if np.isclose(got, probs[c] - lam * np.sum((image - 0.5) ** 2), atol=1e-4):
-                return _verdict(False, "use the unnormalised score S_c (the logit), not the "
-                                       "softmax probability.")
-            return _verdict(False, "S_c is logits[c]; the penalty is lam times the sum of the "
-                                   "squared differences between the image and grey (0.5).")
-    return _verdict(True, "")
+def _field_with(stack, mistake: str = "") -> tuple[int, int]:
+    """(size, jump) of a unit after ``stack`` of (kernel, stride) layers, or the answer with one
+    named mistake."""
+    size, jump = 1, 1
+    for kernel, stride in stack:
+        if mistake == "jump first":
+            jump *= stride
+        widen = {"kernel": kernel, "no jump": kernel - 1}.get(mistake, kernel - 1)
+        if not (mistake == "pooling adds nothing" and kernel == stride):
+            size += widen * (1 if mistake == "no jump" else jump)
+        if mistake == "size times stride":
+            size *= stride
+        if mistake != "jump first":
+            jump *= stride
+    return size, jump
+
+
+FIELD_HINTS = {
+    "no jump": "a window of k units of the layer below spans more than k pixels once the units "
+               "below are spread apart by earlier strides: count in pixels.",
+    "kernel": "a window of k units reaches k - 1 units beyond the first: one pixel's field is 1 "
+              "wide, and one 3-wide window over it is 3 wide, not 4.",
+    "jump first": "a layer's own stride spaces the units *above* it; its window still spans the "
+                  "units below at their old spacing.",
+    "pooling adds nothing": "a 2 × 2 pooling is a window too: a pooled unit sees the fields of "
+                            "two neighbouring units per axis, not one.",
+    "size times stride": "a stride spreads the units apart; it does not stretch each field.",
+}
 
 
 def check_field_exercise(field_size_fn) -> None:
     """Check a student's ``field_size_fn(layers) -> (size, jump)`` for a stack of layers given as
-    (kernel, stride) pairs, starting from one pixel (size 1, jump 1). Prints "correct" or
+    (kernel, stride) pairs (a 2 × 2 pooling is (2, 2)), starting from one pixel (size 1, jump 1).
+    Names the mistake when it recognises one, without giving the recursion. Prints "correct" or
     "not yet: <hint>"."""
-    cases = {((3, 1),): (3, 1), ((3, 1), (2, 2)): (4, 2), ((3, 1), (2, 2), (3, 1)): (8, 2),
-             ((5, 2), (3, 2)): (9, 4),
-             ((3, 1), (2, 2), (3, 1), (2, 2), (3, 1), (2, 2), (3, 1)): (38, 8)}
-    for stack, want in cases.items():
-        try:
-            got = tuple(int(v) for v in field_size_fn(list(stack)))
-        except Exception as e:  # the student's code failed: say how, do not raise
-            return _verdict(False, f"your function raised {type(e).__name__}: {e}")
-        if got != want:
-            return _verdict(False, f"for the layers {list(stack)} the answer is not {got}. Each "
-                                   "layer adds (kernel - 1) × jump to the size, then multiplies "
-                                   "the jump by its stride.")
-    return _verdict(True, "")
+    cases = [((3, 1),), ((3, 1), (2, 2)), ((3, 1), (2, 2), (3, 1)), ((5, 2), (3, 2)),
+             ((3, 1), (2, 2), (3, 1), (2, 2), (3, 1), (2, 2), (3, 1)), ((7, 2), (3, 2), (3, 1))]
+    try:
+        answers = [tuple(int(v) for v in field_size_fn(list(stack))) for stack in cases]
+    except Exception as e:  # the student's code failed: say how, do not raise
+        return _verdict(False, f"your function raised {type(e).__name__}: {e}")
+    if answers == [_field_with(stack) for stack in cases]:
+        return _verdict(True, "")
+    for mistake, hint in FIELD_HINTS.items():
+        if answers == [_field_with(stack, mistake) for stack in cases]:
+            return _verdict(False, hint)
+    stack, got = next((st, a) for st, a in zip(cases, answers, strict=True)
+                      if a != _field_with(st))
+    return _verdict(False, f"for the layers {list(stack)} the answer is not {got}. Work it out on "
+                           "paper for two layers first: how many pixels apart are the units "
+                           "after the first layer, and how many of them does the second layer's "
+                           "window cover?")
+
+
+def _search_with(maps: np.ndarray, k: int, mistake: str = ""):
+    """(indices, rows, cols) of the top-k images of one channel's maps (N, h, w), or the answer
+    with one named mistake."""
+    n, h, w = maps.shape
+    flat = maps.reshape(n, -1)
+    score = flat.mean(1) if mistake == "mean" else flat.max(1)
+    order = np.argsort(score if mistake == "ascending" else -score, kind="stable")[:k]
+    where = flat[order].argmax(1)
+    rows, cols = where // w, where % w
+    return (order, cols, rows) if mistake == "swapped" else (order, rows, cols)
+
+
+SEARCH_HINTS = {
+    "mean": "rank each image by its *strongest* unit, not by the average over the map: a pattern "
+            "that appears once should count fully.",
+    "ascending": "the most activating image comes first: sort from the largest score down.",
+    "swapped": "the row is the first index of a map and the column the second: check which one "
+               "you took from the flat index.",
+}
+
+
+def check_search_exercise(my_search) -> None:
+    """Check a student's dataset search ``my_search(maps, k) -> (indices, rows, cols)``: the k
+    images whose channel map (N, h, w) has the largest maximum, most active first, and where that
+    maximum is. Names the mistake when it recognises one. Prints "correct" or "not yet: <hint>"."""
+    rng = np.random.default_rng(6)
+    maps = rng.gamma(2.0, size=(12, 5, 7)).astype(np.float32)
+    maps[3, 1, 5] = 30.0                 # one strong unit: its image must come first
+    try:
+        got = tuple(np.asarray(a).astype(int).ravel() for a in my_search(maps.copy(), 4))
+    except Exception as e:  # the student's code failed: say how, do not raise
+        return _verdict(False, f"your function raised {type(e).__name__}: {e}")
+
+    def same(answer) -> bool:
+        return len(got) == 3 and all(a.shape == b.shape and np.array_equal(a, b)
+                                     for a, b in zip(got, answer, strict=True))
+    if same(_search_with(maps, 4)):
+        return _verdict(True, "")
+    for mistake, hint in SEARCH_HINTS.items():
+        if same(_search_with(maps, mistake=mistake, k=4)):
+            return _verdict(False, hint)
+    return _verdict(False, "return three arrays of length k: the images' indices, most active "
+                           "first, and the row and the column of each one's strongest unit.")

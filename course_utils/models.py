@@ -454,28 +454,29 @@ def _require_download(files: list[str], timeout: float) -> None:
             "folder. The rest of the course runs offline on the shapes models.") from e
 
 
-def _load_efficientnet_lite0(weights: str | None) -> ImageNetModel:
-    """EfficientNet-Lite0 from the installed weights package (no network), or random weights."""
+def _load_efficientnet_lite0(weights: str | None, size: int = 224) -> ImageNetModel:
+    """EfficientNet-Lite0 from the installed weights package (no network), or random weights, for
+    ``size``×``size`` images (the weights fit any size; 224 is the one it was trained at)."""
     from . import lite0
     from .checks import as_image_batch
 
     if weights not in ("imagenet", None):
         raise CourseError(f"weights must be 'imagenet' or None; got {weights!r}.")
     if weights is None:
-        model = lite0.build_efficientnet_lite0()
-    else:
-        model = perturb.perturb_model(lite0.load_efficientnet_lite0())  # no-op unless testing
+        model = lite0.build_efficientnet_lite0((size, size, 3))
+    else:  # perturb: a no-op unless testing
+        model = perturb.perturb_model(lite0.load_efficientnet_lite0((size, size, 3)))
 
     def preprocess(images):
         """Checks images in [0, 1] of the model's size and returns them as they are (a float32
         batch): the model scales them itself, in its ``normalize`` layer."""
         return as_image_batch(images, model)
 
-    return ImageNetModel(model, preprocess, lite0.decode, lite0.INPUT_SIZE)
+    return ImageNetModel(model, preprocess, lite0.decode, (size, size))
 
 
 def load_imagenet_model(name: str = "mobilenet_v2", *, weights: str | None = "imagenet",
-                        timeout: float = 5.0) -> ImageNetModel:
+                        timeout: float = 5.0, size: int | None = None) -> ImageNetModel:
     """An ImageNet classifier, its preprocessing and its label decoder.
 
     ``"efficientnet_lite0"`` works offline: its weights come from an installed package and are
@@ -490,11 +491,15 @@ def load_imagenet_model(name: str = "mobilenet_v2", *, weights: str | None = "im
             ``"xception"`` (299×299, as in the seed study).
         weights: ``"imagenet"`` or None.
         timeout: seconds to wait for the weights' host before giving up.
+        size: EfficientNet-Lite0 only: build it for size×size images (default 224). A smaller
+            size makes gradient ascent on the input cheaper (notebook 05).
     """
     import importlib
 
     if name in OFFLINE_IMAGENET:
-        return _load_efficientnet_lite0(weights)
+        return _load_efficientnet_lite0(weights, 224 if size is None else int(size))
+    if size is not None:
+        raise CourseError(f"size is for efficientnet_lite0 only; {name} takes its own size.")
     if name not in IMAGENET:
         raise CourseError(f"Unknown ImageNet model {name!r}; choose one of "
                           f"{', '.join(OFFLINE_IMAGENET + tuple(IMAGENET))}.")

@@ -154,3 +154,46 @@ def test_a_slider_move_of_twenty_steps_takes_under_300_ms(untrained):
         run.image(target)
         costs.append(time.perf_counter() - start)
     assert min(costs) < 0.3
+
+
+def _student_step(mistake=""):
+    """A student's answer to notebook 05's exercise: right, or with one mistake."""
+    def step(x, gradient, eta, delta, shift, blur):
+        dy, dx = shift
+        moved = np.roll(x, (dy, dx), axis=(0, 1))
+        g = gradient(x if mistake == "gradient before shift" else moved)
+        if mistake == "gradient before shift":
+            g = np.roll(g, (dy, dx), axis=(0, 1))
+        scale = 1.0 if mistake == "raw" else np.mean(np.abs(g))
+        moved = moved + eta * g / scale - delta * (moved - (0.0 if mistake == "black" else 0.5))
+        new = moved if mistake == "stay shifted" else np.roll(moved, (-dy, -dx), axis=(0, 1))
+        new = new if mistake == "no blur" else blur(new)
+        return new if mistake == "no clip" else np.clip(new, 0, 1)
+    return step
+
+
+@pytest.mark.parametrize("mistake, words", [
+    ("", "correct"), ("raw", "mean absolute value"), ("black", "towards grey"),
+    ("stay shifted", "roll the image back"), ("gradient before shift", "shifted image"),
+    ("no blur", "apply the blur"), ("no clip", "clip the result"),
+])
+def test_the_step_exercise_names_each_mistake(capsys, mistake, words):
+    ascent.check_step_exercise(_student_step(mistake))
+    out = capsys.readouterr().out
+    assert words in out
+    assert out.startswith("correct") == (mistake == "")
+
+
+def test_the_step_exercise_survives_a_stub_and_a_crash(capsys):
+    ascent.check_step_exercise(lambda x, gradient, eta, delta, shift, blur: x)
+    ascent.check_step_exercise(lambda *args: 1 / 0)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("not yet: a step has these parts")
+    assert "ZeroDivisionError" in out[1]
+
+
+def test_the_numpy_blur_is_the_ascent_blur():
+    image = np.random.default_rng(0).uniform(size=(8, 8, 3)).astype(np.float32)
+    blurred = ascent.blur_image(image, 1.0)
+    assert blurred.shape == image.shape and blurred.std() < image.std()
+    assert np.isclose(blurred.mean(), image.mean(), atol=0.02)

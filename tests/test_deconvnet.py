@@ -175,11 +175,31 @@ def test_bad_images_and_unhandled_layers(course_model):
         dn.project(bn_model, np.zeros((1, 8, 8, 3), np.float32), "c", 0)
 
 
-def test_exercise_check(capsys):
-    dn.check_un_relu_exercise(lambda signal, x: None)
-    dn.check_un_relu_exercise(lambda signal, x: np.where(x > 0, signal, 0.0))
-    dn.check_un_relu_exercise(lambda signal, x: np.maximum(signal, 0))
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("not yet: your function returns None")
-    assert "backpropagation" in out[1]
-    assert out[2] == "correct"
+def test_the_strongest_unit_on_the_object_lies_on_it(course_model):
+    model = course_model
+    data = cu.make_shapes(3, seed=100)
+    anywhere = dn.strongest_units(model, data.images, "conv3")
+    on = dn.strongest_units(model, data.images, "conv3", data.masks)
+    assert np.all(on.value <= anywhere.value + 1e-6)
+    for i in range(3):
+        top, left, bottom, right = dn.receptive_field(model, "conv3", on.row[i], on.col[i])
+        assert data.masks[i, (top + bottom - 1) // 2, (left + right - 1) // 2]
+
+
+def test_a_stretched_projection_saturates_only_the_largest_values():
+    p = np.zeros((4, 4, 3), np.float32)
+    p[0, 0] = 10.0
+    p[1:, 1:] = np.linspace(-1, 1, 27).reshape(3, 3, 3)
+    plain, stretched = dn.to_rgb(p), dn.to_rgb(p, 90)
+    assert plain.max() == 1.0 and np.isclose(plain[3, 3, 2], 0.55)
+    assert stretched.min() >= 0 and stretched.max() <= 1 and np.all(stretched[0, 0] == 1.0)
+    assert stretched[3, 3, 2] > plain[3, 3, 2] + 0.2        # the weak values show
+    assert np.all(dn.to_rgb(np.zeros((2, 2, 3))) == 0.5)
+
+
+def test_the_unit_figure_clips_the_unit_to_the_layer(course_model):
+    model = course_model
+    import matplotlib.pyplot as plt
+    fig = dn.unit_figure(model, cu.make_shapes(1, seed=100).images[0], "conv4", 999, 99, 99)
+    assert "ch 127 at (7, 7)" in fig.axes[0].get_title()
+    plt.close(fig)

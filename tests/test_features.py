@@ -236,25 +236,68 @@ def test_the_patches_are_the_field_with_grey_outside(untrained, search_images):
 
 # --- exercises ----------------------------------------------------------------------------------
 
-def test_the_objective_exercise_check(capsys):
-    features.check_objective_exercise(
-        lambda logits, image, c, lam: logits[c] - lam * np.sum((image - 0.5) ** 2))
-    softmax = lambda z: np.exp(z) / np.exp(z).sum()  # noqa: E731
-    features.check_objective_exercise(
-        lambda logits, image, c, lam: softmax(logits)[c] - lam * np.sum((image - 0.5) ** 2))
-    features.check_objective_exercise(lambda *args: None)
-    out = capsys.readouterr().out.splitlines()
-    assert out[0] == "correct" and "not the softmax" in out[1] and out[2].startswith("not yet")
-
-
-def test_the_field_exercise_check(capsys):
+def _field_answer(mistake=""):
+    """A student's receptive-field recursion: right, or with one mistake."""
     def field_size(layers):
         size, jump = 1, 1
         for kernel, stride in layers:
-            size, jump = size + (kernel - 1) * jump, jump * stride
+            if mistake == "pooling adds nothing" and kernel == stride:
+                jump *= stride
+                continue
+            if mistake == "jump first":
+                jump *= stride
+                size += (kernel - 1) * jump
+            else:
+                size += (kernel if mistake == "kernel" else kernel - 1) * \
+                    (1 if mistake == "no jump" else jump)
+                jump *= stride
         return size, jump
+    return field_size
 
-    features.check_field_exercise(field_size)
+
+@pytest.mark.parametrize("mistake, words", [
+    ("", "correct"), ("no jump", "count in pixels"), ("kernel", "k - 1 units"),
+    ("jump first", "old spacing"), ("pooling adds nothing", "pooling is a window too"),
+])
+def test_the_field_exercise_names_each_mistake(capsys, mistake, words):
+    features.check_field_exercise(_field_answer(mistake))
+    out = capsys.readouterr().out
+    assert words in out and out.startswith("correct") == (mistake == "")
+
+
+def test_the_field_exercise_survives_a_stub_and_a_crash(capsys):
     features.check_field_exercise(lambda layers: (sum(k for k, _ in layers), 1))
+    features.check_field_exercise(lambda layers: None)
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "correct" and out[1].startswith("not yet: for the layers [(3, 1), (2, 2)]")
+    assert out[0].startswith("not yet: for the layers [(3, 1), (2, 2)]")
+    assert "TypeError" in out[1]
+
+
+def _search_answer(mistake=""):
+    """A student's dataset search: right, or with one mistake."""
+    def my_search(maps, k):
+        n, h, w = maps.shape
+        flat = maps.reshape(n, -1)
+        score = flat.mean(1) if mistake == "mean" else flat.max(1)
+        order = np.argsort(score)[:k] if mistake == "ascending" else np.argsort(-score)[:k]
+        rows, cols = np.unravel_index(flat[order].argmax(1), (h, w))
+        return (order, cols, rows) if mistake == "swapped" else (order, rows, cols)
+    return my_search
+
+
+@pytest.mark.parametrize("mistake, words", [
+    ("", "correct"), ("mean", "strongest"), ("ascending", "largest score down"),
+    ("swapped", "first index"),
+])
+def test_the_search_exercise_names_each_mistake(capsys, mistake, words):
+    features.check_search_exercise(_search_answer(mistake))
+    out = capsys.readouterr().out
+    assert words in out and out.startswith("correct") == (mistake == "")
+
+
+def test_the_search_exercise_survives_a_stub_and_a_crash(capsys):
+    features.check_search_exercise(lambda maps, k: (np.arange(k), np.zeros(k), np.zeros(k)))
+    features.check_search_exercise(lambda maps, k: None)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("not yet: return three arrays")
+    assert "TypeError" in out[1]
