@@ -525,8 +525,8 @@ def check_saliency_exercise(my_gradient: Callable, model, images, target: int = 
     """
     x = as_image_batch(images, model)
     want = input_gradients(model, x, target)
-    try:
-        got = my_gradient(model, x, target)
+    try:   # a tensor, as a GradientTape can watch it (a NumPy array it cannot)
+        got = my_gradient(model, tf.convert_to_tensor(x), target)
     except Exception as e:  # a student's bug: report it, do not crash the notebook
         print(f"not yet: your function raised {type(e).__name__}: {e}")
         return
@@ -539,8 +539,8 @@ def _close(a: np.ndarray, b: np.ndarray) -> bool:
 
 def _saliency_verdict(got, want: np.ndarray, model, x: np.ndarray, target: int) -> str:
     if got is None:
-        return ("not yet: your function returns None; return tape.gradient(score, x), the "
-                "gradient of the class-c logit with respect to x.")
+        return ("not yet: your function returns None. Return the tape's gradient; it is None "
+                "when the tape did not watch x (call tape.watch(x) before computing the score).")
     got = np.asarray(got, np.float32)
     if got.shape != want.shape:
         return (f"not yet: the gradient has the shape of the images {want.shape}; yours is "
@@ -554,5 +554,11 @@ def _saliency_verdict(got, want: np.ndarray, model, x: np.ndarray, target: int) 
         return "not yet: return the signed gradient; the absolute value comes later."
     if _close(got, -want):
         return "not yet: the sign is flipped; differentiate the score itself, not -score."
+    if not np.any(got):
+        return ("not yet: your gradient is all zeros; is the score computed from x inside the "
+                "tape, by the model (not from a copy made before the tape started)?")
+    if _close(got, input_gradients(model, x, None)):
+        return ("not yet: that is the gradient of each image's predicted class; explain class "
+                "c, the argument, in every image.")
     return ("not yet: the values differ from dS_c/dx. Watch x with the tape, compute the logits "
             "with cu.logits_model(model) inside the tape, and take the column of class c.")

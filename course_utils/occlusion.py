@@ -297,3 +297,62 @@ def check_cost_exercise(answer, size: int = 64, patch: int = 16, stride: int = 8
         print(f"not yet: count the start offsets 0, {stride}, {2 * stride}, ... up to "
               f"{size} - {patch} along one axis, square it, and add 1.")
 
+
+def check_occlusion_exercise(my_occlusion, model, image: np.ndarray, target: int) -> None:
+    """Self-check for notebook 02: ``my_occlusion(model, image, masks, c)`` must return, for each
+    of M masks (M, H, W), the drop of the class-c logit when the masked pixels turn grey (0.5):
+    ``S_c(x) - S_c(x·(1 - m) + 0.5·m)``, shape (M,).
+
+    Prints "correct" or "not yet: <hint>" (never the code).
+    """
+    x, _ = prepare(model, image, None)
+    x = x[0]
+    masks = patch_masks(x.shape[:2], x.shape[0] // 4, x.shape[0] // 4)     # 16 positions
+    try:
+        got = my_occlusion(model, x, masks, target)
+    except Exception as e:  # a student's bug: report it, do not crash the notebook
+        print(f"not yet: your function raised {type(e).__name__}: {e}")
+        return
+    print(_occlusion_verdict(got, model, x, masks, target))
+
+
+def _occlusion_verdict(got, model, x: np.ndarray, masks: np.ndarray, c: int) -> str:
+    if got is None:
+        return "not yet: your function returns None; return one number per mask."
+    got = np.asarray(got, np.float64)
+    if got.shape != (len(masks),):
+        return (f"not yet: return one number per mask, shape ({len(masks)},); yours has shape "
+                f"{got.shape}. Keep only the column of class c.")
+    m = masks[..., None]
+    clean = forward_logits(model, x[None])[0]
+
+    def logits_of(images):
+        return forward_logits(model, images.astype(np.float32))
+
+    def close(want):
+        return np.allclose(got, want, rtol=1e-3, atol=1e-3 * (np.abs(want).max() + 1e-6))
+
+    grey = logits_of(x * (1 - m) + 0.5 * m)
+    if close(clean[c] - grey[:, c]):
+        return "correct"
+    if close(grey[:, c] - clean[c]):
+        return "not yet: the sign is flipped; the drop is the clean score minus the occluded one."
+    if close(grey[:, c]):
+        return ("not yet: that is the occluded score itself; subtract it from the score of the "
+                "unoccluded image.")
+    if close(clean[c] - logits_of(x * m + 0.5 * (1 - m))[:, c]):
+        return ("not yet: your images keep the patch and grey out everything else; the mask is 1 "
+                "where the pixels are hidden.")
+    if close(clean[c] - logits_of(x * (1 - m))[:, c]):
+        return "not yet: the hidden pixels must be grey (0.5), not black (0)."
+    p = np.exp(grey - grey.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p0 = np.exp(clean - clean.max())
+    p0 /= p0.sum()
+    if close(p0[c] - p[:, c]) or close(p[:, c]):
+        return ("not yet: that is the softmax probability; use the logits, "
+                "cu.logits_model(model), as the course does.")
+    return ("not yet: the values differ. Build every occluded image as x·(1 − m) + 0.5·m "
+            "(the masks need a colour axis to broadcast), send them through the logits model "
+            "with the clean image, and take class c's column.")
+

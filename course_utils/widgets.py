@@ -16,10 +16,10 @@ from collections.abc import Callable
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import ascent, dream, features
+from . import ascent, dream, features, gradients
 from .data import CLASS_NAMES
 from .models import conv_layer_names
-from .plotting import figure_png, show_image
+from .plotting import HEATMAP_CMAP, figure_png, outline, show_image
 
 # --- pure functions: what a panel shows ------------------------------------------------------
 
@@ -127,6 +127,50 @@ class StepPanel:
         from IPython.display import display
 
         display(self.widget)
+
+
+# --- SmoothGrad's noise and sample count (notebook 01) -----------------------------------------
+
+def smoothgrad_figure(model, image: np.ndarray, *, noise: float = 0.1, n_samples: int = 25,
+                      target=None, mask: np.ndarray | None = None, value_range=(0.0, 1.0)):
+    """The image, its vanilla gradient map and its SmoothGrad map at one (noise, n_samples).
+
+    Each map is clipped at its 99th percentile and has its own colourbar; ``mask`` (H, W), the
+    object's ground truth, is outlined on both. Returns the figure.
+    """
+    vanilla = gradients.saliency(model, image, target, value_range=value_range)[0]
+    smooth = gradients.smoothgrad(model, image, target, noise=noise, n_samples=n_samples,
+                                  value_range=value_range)[0]
+    fig, axes = plt.subplots(1, 3, figsize=(8.4, 2.6), layout="constrained")
+    show_image(image, axes[0], "image")
+    for ax, m, title in [(axes[1], vanilla, "vanilla gradient"),
+                         (axes[2], smooth, f"SmoothGrad, σ = {noise:.2f}, n = {n_samples}")]:
+        shown = ax.imshow(np.minimum(m, np.percentile(m, 99)), cmap=HEATMAP_CMAP)
+        fig.colorbar(shown, ax=ax, fraction=0.046, label="|∂S/∂x| (max over channels)")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+        if mask is not None:
+            outline(mask, ax)
+    return fig
+
+
+def smoothgrad_panel(model, image: np.ndarray, *, target=None, mask: np.ndarray | None = None,
+                     noise: float = 0.1, n_samples: int = 25, value_range=(0.0, 1.0)):
+    """Sliders for SmoothGrad's noise level σ and sample count n over :func:`smoothgrad_figure`.
+
+    The figure is recomputed when a slider is released. Returns the ``interactive`` widget.
+    """
+    import ipywidgets as w
+
+    def draw(noise: float, n_samples: int) -> None:
+        smoothgrad_figure(model, image, noise=noise, n_samples=n_samples, target=target,
+                          mask=mask, value_range=value_range)
+        plt.show()
+
+    return w.interact(draw, noise=w.FloatSlider(value=noise, min=0.0, max=0.5, step=0.025,
+                                                continuous_update=False, description="σ"),
+                      n_samples=w.IntSlider(value=n_samples, min=1, max=100,
+                                            continuous_update=False, description="n"))
 
 
 # --- the panels of notebooks 05 and 09 ----------------------------------------------------------

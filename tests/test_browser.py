@@ -164,7 +164,7 @@ def _run_all_cells(page, code_cells: int) -> None:
     page.wait_for_function(_prompts_are(r"\[ \]:", code_cells))
     _menu(page, "Run", "Run All Cells")
     try:
-        page.wait_for_function(_prompts_are(r"\[\d+\]:", code_cells), timeout=300_000)
+        page.wait_for_function(_prompts_are(r"\[\d+\]:", code_cells), timeout=600_000)
     except Exception:
         prompts = page.evaluate(f"() => {PROMPTS}")
         errors = page.locator(".jp-OutputArea-output[data-mime-type*='stderr']").all_inner_texts()
@@ -196,9 +196,10 @@ def _move_patch_slider(page) -> Path:
     """Move the patch slider 8 -> 9 with the keyboard; the map shown must change."""
     from playwright.sync_api import expect
 
+    # the first panel, the shapes image's (the notebook's second one is on a photo)
     slider = page.locator(".widget-hslider").filter(
-        has=page.locator("label.widget-label", has_text="patch"))
-    panel = page.locator(".widget-vbox").filter(has=slider)
+        has=page.locator("label.widget-label", has_text="patch")).first
+    panel = page.locator(".widget-vbox").filter(has=slider).first
     image, label = panel.locator(".widget-output img"), panel.locator(".widget-html-content")
     image.wait_for(timeout=60_000)
     assert "patch 8, stride 6" in label.inner_text()

@@ -256,10 +256,41 @@ def test_the_saliency_exercise_check(cnn, shapes, capsys):
             score = model(x)[:, c]
         return tape.gradient(score, x)
 
+    def natural(model, x, c):                # no conversion: the check passes a tensor
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            score = cu.logits_model(model)(x)[:, c]
+        return tape.gradient(score, x)
+
+    def unwatched(model, x, c):
+        with tf.GradientTape() as tape:
+            score = cu.logits_model(model)(x)[:, c]
+        return tape.gradient(score, x)
+
+    def predicted_class(model, x, c):
+        return gradients.input_gradients(model, np.asarray(x))
+
     x = shapes.images[:2]
+    target = min(set(range(5)) - set(gradients.predicted_classes(cnn, x).tolist()))
     for fn, verdict in [(lambda m, x, c: None, "not yet: your function returns None"),
-                        (solution, "correct"), (softmax_version, "softmax probability"),
+                        (solution, "correct"), (natural, "correct"),
+                        (unwatched, "call tape.watch(x)"),
+                        (predicted_class, "predicted class"),
+                        (lambda m, x, c: np.zeros(x.shape), "all zeros"),
+                        (lambda m, x, c: -solution(m, x, c), "sign is flipped"),
+                        (softmax_version, "softmax probability"),
                         (lambda m, x, c: np.abs(solution(m, x, c)), "signed gradient"),
                         (lambda m, x, c: 1 / 0, "raised ZeroDivisionError")]:
-        gradients.check_saliency_exercise(fn, cnn, x, 2)
+        gradients.check_saliency_exercise(fn, cnn, x, target)
         assert verdict in capsys.readouterr().out
+
+
+def test_the_smoothgrad_figure_shows_vanilla_beside_smoothgrad(cnn, shapes):
+    from course_utils import widgets
+
+    fig = widgets.smoothgrad_figure(cnn, shapes.images[0], noise=0.0, n_samples=2,
+                                    mask=shapes.masks[0])
+    vanilla, smooth = (np.asarray(ax.images[0].get_array()) for ax in fig.axes[1:3])
+    np.testing.assert_allclose(smooth, vanilla, rtol=1e-5)    # no noise: SmoothGrad = vanilla
+    assert len(fig.axes) == 5                                 # image, two maps, two colourbars
+    assert len(fig.axes[1].collections) >= 1                  # the mask's outline

@@ -174,3 +174,34 @@ def test_panel_move_is_fast_at_the_default_setting(course_model):
         occlusion_panel.compute(course_model, image)
         seconds.append(time.perf_counter() - start)
     assert min(seconds) < 0.25
+
+
+def test_the_occlusion_exercise_check(capsys):
+    keras.utils.set_random_seed(0)
+    model = cu.models.build_course_cnn()
+    image = cu.make_shapes(1, seed=3).images[0]
+    view = cu.logits_model(model)
+
+    def drop(build, score=lambda z: z):
+        def fn(model, x, masks, c):
+            m = masks[..., None]
+            z = score(view.predict(np.concatenate([x[None], build(x, m)]), verbose=0))
+            return z[0, c] - z[1:, c]
+        return fn
+
+    def softmax(z):
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    right = drop(lambda x, m: x * (1 - m) + 0.5 * m)
+    for fn, verdict in [
+            (right, "correct"),
+            (lambda *a: -right(*a), "sign is flipped"),
+            (drop(lambda x, m: x * m + 0.5 * (1 - m)), "keep the patch"),
+            (drop(lambda x, m: x * (1 - m)), "not black"),
+            (drop(lambda x, m: x * (1 - m) + 0.5 * m, softmax), "softmax probability"),
+            (lambda *a: np.zeros((16, 6)), "shape (16,)"),
+            (lambda *a: None, "returns None"),
+            (lambda *a: np.ones(16), "the values differ")]:
+        occ.check_occlusion_exercise(fn, model, image, 2)
+        assert verdict in capsys.readouterr().out
