@@ -147,6 +147,7 @@ def gradient_x_input(model, images, target=None, *, reduce: str = "sum",
     where it is w_i x_i. Arguments and result as :func:`integrated_gradients`.
     """
     x, t = prepare(model, images, target, value_range)
+    t = resolve_targets(model, x, t)
     return reduce_channels(x * input_gradients(model, x, t, batch_size=batch_size,
                                                value_range=value_range), reduce)
 

@@ -196,3 +196,12 @@ def test_the_ig_check_accepts_right_and_names_wrong_answers(course_model):
     for fn, hint in cases.items():
         verdict = _verdict(fn, course_model, image, c)
         assert verdict.startswith("not yet") and hint in verdict, (hint, verdict)
+
+
+def test_the_default_target_is_the_predicted_class(course_model):
+    x = cu.make_shapes(3, seed=14).images
+    c = cu.models.predict_logits(course_model, x).argmax(1)
+    for method in (at.gradient_x_input, at.integrated_gradients, at.smoothgrad_squared,
+                   at.grad_cam_plus_plus, at.score_cam):
+        np.testing.assert_allclose(method(course_model, x), method(course_model, x, c),
+                                   rtol=1e-5, atol=1e-7, err_msg=method.__name__)
