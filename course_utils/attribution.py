@@ -376,3 +376,35 @@ def _ig_verdict(got, model, x: np.ndarray, target: int, steps: int) -> str:
     return (f"not yet: your attributions sum to {got.sum():.2f}, but completeness says "
             f"S_c(x) - S_c(x') = {gap:.2f}. Take the gradients of the logit (not the "
             "probability) at baseline + alpha (x - baseline) for m values of alpha in (0, 1].")
+
+
+# --- a figure for the interactive demo ------------------------------------------------------------
+
+def ig_figure(model, image, target=None, *, baseline: str = "black", steps: int = 16,
+              mask=None, class_names=None):
+    """One image, its IG baseline and its IG map, with the completeness gap in the title.
+
+    The pure function behind notebook 12's panel (baseline and step sliders).
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    from .models import predict_logits
+    from .plotting import overlay, show_image
+
+    x = prepare(model, image, target)[0]
+    base = make_baseline(x, baseline)
+    logits = predict_logits(model, np.concatenate([x, base]))
+    c = int(logits[0].argmax()) if target is None else int(target)
+    ig = integrated_gradients(model, x, c, baseline=base, steps=steps)[0]
+    gap = logits[0, c] - logits[1, c]
+    name = class_names[c] if class_names is not None else f"class {c}"
+    fig, axes = plt.subplots(1, 3, figsize=(8.4, 2.9))
+    show_image(x[0], axes[0], f"image ({name})")
+    show_image(np.clip(base[0], 0, 1), axes[1], f"baseline: {baseline}")
+    overlay(x[0], ig, axes[2], mask=mask, symmetric=True, colorbar=True,
+            title=f"IG, m = {steps}: sum {ig.sum():.2f} vs {gap:.2f}")
+    fig.tight_layout()
+    return fig
