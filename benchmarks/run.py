@@ -29,7 +29,17 @@ from dataclasses import dataclass
 import numpy as np
 
 import course_utils as cu
-from course_utils import cam, dream, features, gradients, occlusion, perturbation, widgets
+from course_utils import (
+    attribution,
+    cam,
+    dream,
+    features,
+    gradients,
+    lrp,
+    occlusion,
+    perturbation,
+    widgets,
+)
 
 FORWARD, FORWARD_BACKWARD = "forward", "forward+backward"
 BOUND_BATCH = 128  # images per pass when a bound needs many (forward: 1% faster than 64 on 2 cores)
@@ -65,6 +75,8 @@ class Row:
 
 SMOOTHGRAD_SAMPLES = 10  # fewer than the default 25, to keep the run short; the ratio is alike
 ASCENT_STEPS, DREAM_STEPS, SLIDER_STEPS = 200, 50, 20
+IG_STEPS = 16                 # notebook 12's step count: m forward+backward passes per image
+SCORE_CAM_MAPS = 128          # conv4's feature maps: one forward pass each (plus one for the maps)
 
 
 def class_model_run(model, images):
@@ -116,6 +128,20 @@ ROWS: list[Row] = [
         sequential=True, target="seconds", limit=2.0),
     Row(f"step slider +{SLIDER_STEPS}", slider_move, passes=SLIDER_STEPS, sizes=(1,),
         sequential=True, target="seconds", limit=0.3),
+    Row("gradient x input", attribution.gradient_x_input),
+    Row(f"integrated gradients (m={IG_STEPS})",
+        lambda m, x: attribution.integrated_gradients(m, x, steps=IG_STEPS), passes=IG_STEPS),
+    Row(f"SmoothGrad² (n={SMOOTHGRAD_SAMPLES})",
+        lambda m, x: attribution.smoothgrad_squared(m, x, n_samples=SMOOTHGRAD_SAMPLES),
+        passes=SMOOTHGRAD_SAMPLES),
+    Row(f"VarGrad (n={SMOOTHGRAD_SAMPLES})",
+        lambda m, x: attribution.vargrad(m, x, n_samples=SMOOTHGRAD_SAMPLES),
+        passes=SMOOTHGRAD_SAMPLES),
+    Row("Grad-CAM++", attribution.grad_cam_plus_plus),
+    Row("LayerCAM", attribution.layer_cam),
+    Row(f"Score-CAM (conv4, K={SCORE_CAM_MAPS})", attribution.score_cam, FORWARD,
+        passes=SCORE_CAM_MAPS + 1),
+    Row("LRP (z+, z^B)", lambda m, x: lrp.lrp(m, x, rule="zplus")),
 ]
 
 
