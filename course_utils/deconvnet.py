@@ -173,7 +173,7 @@ def layers_up_to(model, layer: str) -> list:
         raise CourseError(
             f"The deconvnet projects the feature maps of a convolution or max-pooling layer; "
             f"{layer!r} is {kind}.{_not_its_kind(model)} "
-            + (f"Project from one of: {', '.join(where)}." if where else
+            + (f"The deconvnet can project from: {', '.join(where)}." if where else
                "This model has no layer the deconvnet can project from."))
     chain = []
     for current in model.layers:

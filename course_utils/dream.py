@@ -35,7 +35,10 @@ SETTINGS = ascent.Settings(step_size=0.003, jitter=4)
 def check_dream_layers(model, layers) -> tuple[str, ...]:
     """Check the layer names (one or a list): each must exist and output feature maps."""
     names = (layers,) if isinstance(layers, str) else tuple(np.atleast_1d(layers).tolist())
-    if not names or not all(isinstance(n, str) for n in names):
+    if not names:
+        raise CourseError("Deep Dream needs at least one layer to amplify, e.g. layers='conv3'; "
+                          "the names are in cu.models.layer_names(model).")
+    if not all(isinstance(n, str) for n in names):
         raise CourseError(f"layers must be a layer's name or a list of names, e.g. 'conv3'; got "
                           f"{layers!r}. The names are in cu.models.layer_names(model).")
     for name in names:
