@@ -20,8 +20,10 @@ batches: never one ``predict`` per patch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import numbers
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,11 +174,46 @@ def _occluded_logits_function(model):
     return occluded_logits
 
 
+class PassCounter:
+    """The number of images sent through the model inside a :func:`count_passes` block."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+
+
+_COUNTERS: list[PassCounter] = []
+
+
+@contextlib.contextmanager
+def count_passes() -> Iterator[PassCounter]:
+    """Count the forward passes of occlusion, RISE, LIME, Anchors and the metrics' curves.
+
+    Every image that goes through :func:`occluded_logits` or :func:`forward_logits` inside the
+    block counts as one pass (gradient methods are not counted)::
+
+        with cu.occlusion.count_passes() as counter:
+            cu.perturbation.rise(model, image, n_masks=500)
+        counter.passes      # 501: the masks, and the image itself for its predicted class
+    """
+    counter = PassCounter()
+    _COUNTERS.append(counter)
+    try:
+        yield counter
+    finally:
+        _COUNTERS.remove(counter)
+
+
+def _counted(n: int) -> None:
+    for counter in _COUNTERS:
+        counter.passes += n
+
+
 def occluded_logits(model, image: np.ndarray, fill: np.ndarray, masks: np.ndarray,
                     batch_size: int = BATCH_SIZE) -> np.ndarray:
     """The logits of one image (H, W, C) occluded by each mask (M, H, W): (M, classes)."""
     fn = cached(model, ("occlusion",), lambda: _occluded_logits_function(model))
     batch_size = check_batch_size(batch_size)
+    _counted(len(masks))
     parts = [fn(image, fill, masks[i:i + batch_size]).numpy()
              for i in range(0, len(masks), batch_size)]
     return np.concatenate(parts)
@@ -189,6 +226,7 @@ def forward_logits(model, images: np.ndarray, batch_size: int = BATCH_SIZE) -> n
         return tf.function(lambda x: view(x, training=False), input_signature=[image_spec(model)])
     fn = cached(model, ("forward",), build)
     batch_size = check_batch_size(batch_size)
+    _counted(len(images))
     return np.concatenate([fn(images[i:i + batch_size]).numpy()
                            for i in range(0, len(images), batch_size)])
 

@@ -33,6 +33,10 @@ from .gradients import UNIT_RANGE, _check_choice, prepare
 from .occlusion import BATCH_SIZE, _is_int, fill_images, forward_logits, occluded_logits
 
 SEGMENTATIONS = ("quickshift", "slic")
+# scikit-image's SLIC settings of segment(image, "slic"): about 40 superpixels asked for, on a
+# 64×64 shape or a 224×224 photo alike. Anchors takes the same dict as segmentation_kwargs, so
+# that LIME and Anchors can share one segmentation and its superpixel numbers.
+SLIC_SETTINGS = {"n_segments": 40, "compactness": 10, "sigma": 0.5, "start_label": 0}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -153,8 +157,9 @@ class LimeResult:
 def segment(image: np.ndarray, method="quickshift", seed: int = 0) -> np.ndarray:
     """Superpixels of one image (H, W, 3) in [0, 1], int (H, W) labelled 0..K-1.
 
-    The settings suit 64×64 images (about 10 to 30 superpixels): quickshift with a small kernel,
-    or SLIC with 40 segments. ``method`` may also be a function ``image -> labels (H, W)``.
+    Quickshift's settings (a small kernel) suit 64×64 images, where they give about 10 to 30
+    superpixels; SLIC (:data:`SLIC_SETTINGS`, about 40 asked for) suits photos too. ``method``
+    may also be a function ``image -> labels (H, W)``.
     """
     from skimage.segmentation import quickshift, slic
 
@@ -165,7 +170,7 @@ def segment(image: np.ndarray, method="quickshift", seed: int = 0) -> np.ndarray
         labels = quickshift(image, kernel_size=3, max_dist=10, ratio=0.5, rng=seed)
     else:
         _check_choice("segmentation", method, SEGMENTATIONS)
-        labels = slic(image, n_segments=40, compactness=10, sigma=0.5, start_label=0)
+        labels = slic(image, **SLIC_SETTINGS)
     return np.unique(labels, return_inverse=True)[1].reshape(labels.shape)
 
 

@@ -53,6 +53,28 @@ def outline(mask: np.ndarray, ax=None, *, color: str = "white", linewidth: float
     return ax
 
 
+def show_segments(image: np.ndarray, segments: np.ndarray, ax=None, title: str | None = None, *,
+                  numbers: bool = True, fontsize: float = 7):
+    """Draw an image with its superpixels outlined in yellow and numbered by their ids.
+
+    Each number sits at the pixel of its superpixel farthest from the superpixel's border, so
+    it lies inside the superpixel even when the superpixel is not convex. Returns the axes.
+    """
+    from scipy.ndimage import distance_transform_edt
+    from skimage.segmentation import mark_boundaries
+
+    segments = np.asarray(segments)
+    ax = show_image(mark_boundaries(np.clip(image, 0, 1), segments, color=(1, 1, 0)), ax, title)
+    if numbers:
+        for k in np.unique(segments):
+            depth = distance_transform_edt(np.pad(segments == k, 1))[1:-1, 1:-1]
+            row, col = np.unravel_index(depth.argmax(), depth.shape)
+            ax.text(col, row, str(k), color="black", fontsize=fontsize, ha="center",
+                    va="center", bbox={"boxstyle": "round,pad=0.1", "fc": "white",
+                                       "alpha": 0.7, "lw": 0})
+    return ax
+
+
 def overlay(image: np.ndarray, heatmap: np.ndarray, ax=None, *, alpha: float = 0.5,
             cmap: str | None = None, title: str | None = None, symmetric: bool = False,
             colorbar: bool = False, mask: np.ndarray | None = None):

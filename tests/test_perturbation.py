@@ -102,3 +102,45 @@ def test_anchors_without_alibi_say_how_to_install_it(course_model, monkeypatch):
     image = cu.make_shapes(1, seed=3).images[0]
     with pytest.raises(cu.CourseError, match="Anchors needs alibi"):
         cu.perturbation.anchors(course_model, image)
+
+
+# --- counting forward passes, and one segmentation for LIME and Anchors -------------------------
+
+def test_the_pass_counter_counts_every_image_the_model_sees(toy):
+    x = np.full((16, 16, 3), 0.8, np.float32)
+    with cu.occlusion.count_passes() as outer:
+        with cu.occlusion.count_passes() as rise_cost:
+            pt.rise(toy, x, 0, n_masks=7, grid=4)
+        result = cu.occlusion.occlusion_result(toy, x, 0, patch=8, stride=8)
+    assert rise_cost.passes == 7 + 1                 # the masks, and the image for its class
+    assert result.passes == 4 + 1 and outer.passes == 8 + 5
+    with cu.occlusion.count_passes() as lime_cost:
+        pt.lime_explanation(toy, x + np.linspace(0, 0.2, 16)[:, None, None], n_samples=20,
+                            n_features=1, segmentation=lambda im: np.arange(256).reshape(16, 16)
+                            // 64)
+    assert lime_cost.passes == 20 + 1   # lime's samples (the image is the first), and the class
+    pt.rise(toy, x, 0, n_masks=3, grid=4)
+    assert outer.passes == 13                        # a closed block counts no more
+
+
+def test_lime_and_anchors_share_the_slic_segmentation(course_model):
+    image = cu.make_shapes(2, seed=100).images[1]
+    lime_segments = pt.lime_explanation(course_model, image, n_samples=50,
+                                        segmentation="slic").segments
+    anchor = pt.anchor_explanation(course_model, image, segmentation_kwargs=pt.SLIC_SETTINGS)
+    np.testing.assert_array_equal(anchor.segments, lime_segments)
+
+
+def test_numbered_superpixels_sit_inside_their_superpixel():
+    import matplotlib.pyplot as plt
+
+    segments = np.zeros((40, 40), int)
+    segments[:, 20:] = 1
+    segments[10:30, 5:35] = 2                        # splits 0 and 1 into C shapes
+    fig, ax = plt.subplots()
+    cu.plotting.show_segments(np.full((40, 40, 3), 0.5), segments, ax)
+    labels = {int(t.get_text()): t.get_position() for t in ax.texts}
+    plt.close(fig)
+    assert sorted(labels) == [0, 1, 2]
+    for k, (col, row) in labels.items():
+        assert segments[int(row), int(col)] == k
