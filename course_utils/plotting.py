@@ -57,19 +57,30 @@ def show_segments(image: np.ndarray, segments: np.ndarray, ax=None, title: str |
                   numbers: bool = True, fontsize: float = 7):
     """Draw an image with its superpixels outlined in yellow and numbered by their ids.
 
-    Each number sits at the pixel of its superpixel farthest from the superpixel's border, so
-    it lies inside the superpixel even when the superpixel is not convex. Returns the axes.
+    A small image is enlarged (each pixel a block) before the outlines are drawn, so that they
+    stay one screen pixel thin. Each number sits at the pixel of its superpixel farthest from
+    the superpixel's border, inside it even when it is not convex. Returns the axes.
     """
     from scipy.ndimage import distance_transform_edt
     from skimage.segmentation import mark_boundaries
 
     segments = np.asarray(segments)
-    ax = show_image(mark_boundaries(np.clip(image, 0, 1), segments, color=(1, 1, 0)), ax, title)
+    h, w = segments.shape
+    k = max(1, -(-256 // max(h, w)))                        # enlarge to at least 256 pixels
+    big = np.repeat(np.repeat(np.clip(image, 0, 1), k, axis=0), k, axis=1)
+    big_segments = np.repeat(np.repeat(segments, k, axis=0), k, axis=1)
+    ax = ax or plt.gca()
+    ax.imshow(mark_boundaries(big, big_segments, color=(1, 1, 0)),
+              extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
     if numbers:
-        for k in np.unique(segments):
-            depth = distance_transform_edt(np.pad(segments == k, 1))[1:-1, 1:-1]
+        for label in np.unique(segments):
+            depth = distance_transform_edt(np.pad(segments == label, 1))[1:-1, 1:-1]
             row, col = np.unravel_index(depth.argmax(), depth.shape)
-            ax.text(col, row, str(k), color="black", fontsize=fontsize, ha="center",
+            ax.text(col, row, str(label), color="black", fontsize=fontsize, ha="center",
                     va="center", bbox={"boxstyle": "round,pad=0.1", "fc": "white",
                                        "alpha": 0.7, "lw": 0})
     return ax

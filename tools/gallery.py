@@ -27,13 +27,13 @@ PICKS = {
     "01_saliency_maps": 1,
     "02_occlusion_sensitivity": 1,
     "03_class_activation_maps": 7,
-    "04_black_box_explanations": 3,
+    "04_black_box_explanations": 5,
     "05_class_model_visualization": 2,
     "06_dataset_search": 3,
     "07_deconvolution_math": 2,
     "08_deconvnet_visualization": 2,
     "09_deep_dream": 3,
-    "10_evaluating_explanations": 4,
+    "10_evaluating_explanations": 6,
     "11_explorer": 0,
 }
 
