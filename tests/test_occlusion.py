@@ -154,8 +154,8 @@ def test_the_panel_on_a_photo_opens_at_the_coarse_default_and_explains_a_bad_str
                                            class_names=lite0.class_names())
     assert panel.settings == {"patch": 56, "stride": 42, "fill": "grey"}
     assert panel.result.passes == 26 and panel.result.map.shape == (1, 224, 224)
-    # Opening includes tracing the model (about 5 s here); a move does not. Idle 2-core machine,
-    # 2026-12-04: a move to stride 28 (50 passes) 2.8 s, back to the default (26 passes) 1.3 s.
+    # Opening includes tracing the model (about 2 s idle); a move does not. Idle 2-core machine,
+    # 2026-12-04: a move to stride 28 (50 passes) 1.4 s, back to the default (26 passes) 0.6 s.
     panel.stride.value = 28
     panel.stride.value = 42
     assert panel.result.passes == 26 and panel.last_seconds < 3.0
