@@ -24,12 +24,12 @@ WIDTH = 420
 # notebook stem -> which of its stored figures to show (0 = the first)
 PICKS = {
     "00_course_setup": 0,
-    "01_saliency_maps": 1,
+    "01_saliency_maps": 13,
     "02_occlusion_sensitivity": 1,
     "03_class_activation_maps": 7,
     "04_black_box_explanations": 5,
-    "05_class_model_visualization": 2,
-    "06_dataset_search": 3,
+    "05_class_model_visualization": 6,
+    "06_dataset_search": 9,
     "07_deconvolution_math": 2,
     "08_deconvnet_visualization": 2,
     "09_deep_dream": 3,
