@@ -196,6 +196,37 @@ def _one_image(model, image, target, value_range, what: str):
     return x, t
 
 
+LIME_KERNEL_WIDTH = 0.25        # lime_image's default kernel width, for cosine distances
+
+
+def lime_fit(patterns, probs, *, kernel_width: float = LIME_KERNEL_WIDTH,
+             alpha: float = 0.0) -> tuple[float, np.ndarray]:
+    """LIME's weighted linear fit, written out (what ``lime`` does inside ``explain_instance``).
+
+    1. the distance of each on/off pattern z_i to the image itself (all ones) is the cosine
+       distance d_i = 1 - cos(z_i, 1);
+    2. each sample weighs pi_i = sqrt(exp(-d_i² / kernel_width²)) (lime's kernel);
+    3. (w0, w) minimise sum_i pi_i (p_i - w0 - z_i · w)² + alpha |w|²: a weighted least-squares
+       fit with an intercept (lime itself uses ridge regression, alpha = 1).
+
+    Args:
+        patterns: (n, K) 0/1, one row per sample, one column per superpixel.
+        probs: (n,) the class probability of each sample.
+
+    Returns:
+        The intercept w0 and the weights w (K,), one per superpixel.
+    """
+    z = np.asarray(patterns, np.float64)
+    p = np.asarray(probs, np.float64)
+    norms = np.linalg.norm(z, axis=1) * np.sqrt(z.shape[1])
+    cosine = np.divide(z.sum(axis=1), norms, out=np.zeros(len(z)), where=norms > 0)
+    pi = np.sqrt(np.exp(-((1 - cosine) ** 2) / kernel_width**2))
+    z_mean, p_mean = pi @ z / pi.sum(), pi @ p / pi.sum()       # weighted means: the intercept
+    zc, pc = z - z_mean, p - p_mean
+    w = np.linalg.solve(zc.T @ (pi[:, None] * zc) + alpha * np.eye(z.shape[1]), zc.T @ (pi * pc))
+    return float(p_mean - z_mean @ w), w
+
+
 def lime_explanation(model, image, target=None, *, n_samples: int = 1000, n_features: int = 5,
                      segmentation="quickshift", hide_color: float = 0.5, seed: int = 0,
                      batch_size: int = 250, value_range=UNIT_RANGE) -> LimeResult:
@@ -369,33 +400,65 @@ def anchors(model, images, target=None, **settings) -> np.ndarray:
 
 # --- exercise -----------------------------------------------------------------------------------
 
-def check_rise_exercise(my_rise_map: Callable) -> None:
-    """Self-check for notebook 04: ``my_rise_map(masks, probs, keep)`` must return RISE's map,
-    sum over i of probs[i] · masks[i], divided by (number of masks · keep).
+def _lime_exercise_data():
+    """Patterns, probabilities and the answers the self-check knows, right and wrong."""
+    rng = np.random.default_rng(4)
+    n, k = 80, 6
+    z = (rng.random((n, k)) < 0.6).astype(np.float64)
+    z[0] = 1                                             # the image itself comes first
+    z[z.sum(axis=1) == 0, 0] = 1                         # no all-off pattern: its cosine is 0/0
+    p = np.clip(0.1 + z @ np.array([0.3, -0.1, 0.2, 0.0, 0.25, 0.05])
+                + 0.4 * z[:, 0] * z[:, 2] + 0.05 * rng.standard_normal(n), 0, 1)
+    right = lime_fit(z, p)[1]
 
-    ``masks`` is (n, H, W), ``probs`` (n,), ``keep`` a float. Prints "correct" or "not yet: ...".
+    def weighted(pi, intercept=True):
+        x = np.hstack([np.ones((n, 1)), z]) if intercept else z
+        return np.linalg.lstsq(x * np.sqrt(pi)[:, None], p * np.sqrt(pi), rcond=None)[0]
+
+    cosine = z.sum(1) / (np.linalg.norm(z, axis=1) * np.sqrt(k))
+    kernel = np.exp(-((1 - cosine) ** 2) / LIME_KERNEL_WIDTH**2)
+    off = 1 - z.mean(axis=1)                                          # the share switched off
+    wrong = {
+        "every sample weighs the same here; weight each by the kernel of its distance to the "
+        "image, so that the samples close to it count more": weighted(np.ones(n))[1:],
+        "your samples weigh exp(-d² / width²); lime's weight pi is the square root of that. "
+        "(lstsq squares what multiplies a row: multiply each row, and p, by the square root of "
+        "pi.)": weighted(kernel)[1:],
+        "the fit needs an intercept w0 (a column of ones); without it the weights must also "
+        "carry the probability every sample shares": weighted(np.sqrt(kernel), intercept=False),
+        "the distance is the cosine distance between the pattern and the all-ones pattern, "
+        "1 - cos(z, 1), not the share of superpixels switched off":
+            weighted(np.sqrt(np.exp(-(off**2) / LIME_KERNEL_WIDTH**2)))[1:],
+    }
+    return z, p, right, wrong
+
+
+def check_lime_fit_exercise(my_lime_fit: Callable) -> None:
+    """Self-check for notebook 04: ``my_lime_fit(patterns, probs)`` must return LIME's weights,
+    one per superpixel, from the weighted least-squares fit of :func:`lime_fit` (alpha = 0).
+
+    ``patterns`` is (n, K) 0/1 with the image itself (all ones) first, ``probs`` (n,). Prints
+    "correct" or "not yet: ..." with a hint that names the mistake, never the code.
     """
-    rng = np.random.default_rng(7)
-    masks, probs, keep = rng.random((50, 6, 6)).astype(np.float32), rng.random(50), 0.4
-    want = np.tensordot(probs, masks, axes=1) / (len(masks) * keep)
+    z, p, right, wrong = _lime_exercise_data()
     try:
-        got = my_rise_map(masks, probs, keep)
+        got = my_lime_fit(z.copy(), p.copy())
     except Exception as e:  # a student's bug: report it, do not crash the notebook
         print(f"not yet: your function raised {type(e).__name__}: {e}")
         return
     if got is None:
-        print("not yet: your function returns None; return the weighted sum of the masks.")
+        print("not yet: your function returns None; return one weight per superpixel.")
         return
-    got = np.asarray(got, np.float64)
-    if got.shape != want.shape:
-        print(f"not yet: the map has the shape of one mask {want.shape}; yours is {got.shape}. "
-              "Sum over the masks (axis 0), weighted by their probabilities.")
-    elif np.allclose(got, want, rtol=1e-4):
+    got = np.ravel(np.asarray(got, np.float64))
+    if got.shape == (len(right) + 1,) and np.allclose(got[1:], right, atol=1e-6):
+        print("not yet: return the weights only, without the intercept w0 in front.")
+    elif got.shape != right.shape:
+        print(f"not yet: return one weight per superpixel, shape {right.shape}; yours has shape "
+              f"{got.shape}.")
+    elif np.allclose(got, right, atol=1e-6):
         print("correct")
-    elif np.allclose(got * keep, want, rtol=1e-4) or np.allclose(got, want * keep, rtol=1e-4):
-        print("not yet: almost; divide by the number of masks times keep (the expected mask).")
-    elif np.allclose(got / got.max(), want / want.max(), rtol=1e-4):
-        print("not yet: the shape is right but the scale is not; divide by n_masks · keep.")
     else:
-        print("not yet: weight each mask by its probability and add them up: "
-              "np.tensordot(probs, masks, axes=1), then divide by n_masks · keep.")
+        hints = [hint for hint, answer in wrong.items() if np.allclose(got, answer, atol=1e-6)]
+        print("not yet: " + (hints[0] if hints else "the weights differ from LIME's; check "
+                             "the three steps: the cosine distance to the image, the kernel "
+                             "weight of each sample, a weighted fit with an intercept."))

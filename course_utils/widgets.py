@@ -16,10 +16,11 @@ from collections.abc import Callable
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import ascent, dream, features, gradients
+from . import ascent, dream, features, gradients, perturbation
 from .data import CLASS_NAMES
+from .errors import CourseError
 from .models import conv_layer_names
-from .plotting import HEATMAP_CMAP, figure_png, outline, show_image
+from .plotting import HEATMAP_CMAP, SIGNED_CMAP, figure_png, outline, show_image, show_segments
 
 # --- pure functions: what a panel shows ------------------------------------------------------
 
@@ -171,6 +172,53 @@ def smoothgrad_panel(model, image: np.ndarray, *, target=None, mask: np.ndarray 
                                                 continuous_update=False, description="σ"),
                       n_samples=w.IntSlider(value=n_samples, min=1, max=100,
                                             continuous_update=False, description="n"))
+
+
+# --- LIME's segmentation and sample count (notebook 04) ----------------------------------------
+
+def lime_figure(model, image: np.ndarray, *, segmentation="quickshift", n_samples: int = 1000,
+                n_features: int = 5, seed: int = 0, target=None):
+    """LIME at one setting: the numbered superpixels, their weights on a symmetric scale, and
+    the superpixels with a positive weight among the ``n_features`` kept (the rest grey).
+    Returns the figure."""
+    result = perturbation.lime_explanation(model, image, target, n_samples=n_samples,
+                                           n_features=n_features, segmentation=segmentation,
+                                           seed=seed)
+    fig, axes = plt.subplots(1, 3, figsize=(8.4, 2.8), layout="constrained")
+    show_segments(image, result.segments, axes[0],
+                  f"{segmentation}: {result.segments.max() + 1} superpixels")
+    limit = float(np.abs(result.map).max()) or 1.0
+    shown = axes[1].imshow(result.map, cmap=SIGNED_CMAP, vmin=-limit, vmax=limit)
+    fig.colorbar(shown, ax=axes[1], fraction=0.046, label="weight")
+    axes[1].set_title(f"LIME weights, {n_samples} samples", fontsize=9)
+    axes[1].axis("off")
+    kept = np.isin(result.segments, result.top)[..., None]
+    show_image(np.where(kept, image, 0.5), axes[2], f"top: {result.top}")
+    return fig
+
+
+def lime_panel(model, image: np.ndarray, *, target=None, segmentation="quickshift",
+               n_samples: int = 1000, n_features: int = 5):
+    """A menu for LIME's segmentation and sliders for its sample count and number of features
+    over :func:`lime_figure`, recomputed when a slider is released. Returns the widget."""
+    import ipywidgets as w
+
+    def draw(segmentation: str, n_samples: int, n_features: int) -> None:
+        try:
+            lime_figure(model, image, segmentation=segmentation, n_samples=n_samples,
+                        n_features=n_features, target=target)
+        except CourseError as error:            # e.g. more features than superpixels
+            print(error)
+            return
+        plt.show()
+
+    return w.interact(draw, segmentation=w.Dropdown(options=list(perturbation.SEGMENTATIONS),
+                                                    value=segmentation,
+                                                    description="segments"),
+                      n_samples=w.IntSlider(value=n_samples, min=50, max=3000, step=50,
+                                            continuous_update=False, description="samples"),
+                      n_features=w.IntSlider(value=n_features, min=1, max=15,
+                                             continuous_update=False, description="features"))
 
 
 # --- the panels of notebooks 05 and 09 ----------------------------------------------------------

@@ -144,3 +144,89 @@ def test_numbered_superpixels_sit_inside_their_superpixel():
     assert sorted(labels) == [0, 1, 2]
     for k, (col, row) in labels.items():
         assert segments[int(row), int(col)] == k
+
+
+# --- LIME's weighted fit, written out, and its exercise -----------------------------------------
+
+def test_lime_fit_is_the_fit_lime_makes():
+    """lime's own LimeBase, fed the same patterns and probabilities, gives the same weights."""
+    from lime.lime_base import LimeBase
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import pairwise_distances
+
+    z, p, _, _ = pt._lime_exercise_data()
+    distances = pairwise_distances(z, z[:1], metric="cosine").ravel()
+    base = LimeBase(lambda d: np.sqrt(np.exp(-(d**2) / pt.LIME_KERNEL_WIDTH**2)), random_state=0)
+    intercept, pairs, _, _ = base.explain_instance_with_data(
+        z, np.stack([1 - p, p], axis=1), distances, 1, z.shape[1], feature_selection="none",
+        model_regressor=Ridge(alpha=1.0, fit_intercept=True))
+    lime_weights = np.zeros(z.shape[1])
+    for k, weight in pairs:
+        lime_weights[k] = weight
+    w0, w = pt.lime_fit(z, p, alpha=1.0)
+    np.testing.assert_allclose(w, lime_weights, atol=1e-10)
+    assert abs(w0 - intercept) < 1e-10
+
+
+def test_lime_fit_recovers_a_linear_model_exactly():
+    rng = np.random.default_rng(0)
+    z = (rng.random((40, 5)) < 0.5).astype(float)
+    z[0] = 1
+    w0, w = pt.lime_fit(z, 0.2 + z @ np.array([0.1, -0.3, 0.0, 0.5, 0.2]))
+    np.testing.assert_allclose(w, [0.1, -0.3, 0.0, 0.5, 0.2], atol=1e-10)
+    assert abs(w0 - 0.2) < 1e-10
+
+
+def _kernel(z):
+    """exp(-d² / 0.25²) for the cosine distance d of each pattern to the all-ones one."""
+    cosine = z.sum(1) / (np.linalg.norm(z, axis=1) * np.sqrt(z.shape[1]))
+    return np.exp(-((1 - cosine) ** 2) / 0.25**2)
+
+
+def _fit(z, p, weights, intercept=True):
+    """Weighted least squares with numpy's lstsq: each row times the root of its weight."""
+    x = np.hstack([np.ones((len(z), 1)), z]) if intercept else z
+    root = np.sqrt(weights)
+    solution = np.linalg.lstsq(x * root[:, None], p * root, rcond=None)[0]
+    return solution[1:] if intercept else solution
+
+
+def _lime_answer(z, p):
+    """A student's right answer: lime's weight pi = sqrt(kernel), then a weighted fit."""
+    return _fit(z, p, np.sqrt(_kernel(z)))
+
+
+@pytest.mark.parametrize("answer, words", [
+    (_lime_answer, "correct"),
+    (lambda z, p: _lime_answer(z, p).astype(np.float32), "correct"),
+    (lambda z, p: None, "returns None"),
+    (lambda z, p: 1 / 0, "ZeroDivisionError"),
+    (lambda z, p: np.zeros(3), "one weight per superpixel"),
+    (lambda z, p: np.concatenate([[0.1], _lime_answer(z, p)]), "without the intercept"),
+    (lambda z, p: _fit(z, p, np.ones(len(z))), "weighs the same"),
+    (lambda z, p: _fit(z, p, _kernel(z)), "square root"),
+    (lambda z, p: _fit(z, p, np.sqrt(_kernel(z)), intercept=False), "intercept"),
+    (lambda z, p: _fit(z, p, np.sqrt(np.exp(-((1 - z.mean(1)) ** 2) / 0.25**2))),
+     "cosine distance"),
+    (lambda z, p: np.full(z.shape[1], 0.1), "check the three steps"),
+], ids=["right", "float32", "None", "raises", "shape", "with w0", "unweighted", "no root",
+        "no intercept", "share off", "other"])
+def test_the_lime_exercise_check_names_each_mistake(capsys, answer, words):
+    pt.check_lime_fit_exercise(answer)
+    out = capsys.readouterr().out
+    assert words in out and ("not yet" in out) == (words != "correct")
+
+
+def test_the_lime_figure_numbers_the_superpixels_and_keeps_the_top_ones(course_model):
+    import matplotlib.pyplot as plt
+
+    image = cu.make_shapes(2, seed=100).images[1]
+    fig = cu.widgets.lime_figure(course_model, image, segmentation="slic", n_samples=60,
+                                 n_features=3)
+    segments_ax, weights_ax, top_ax = fig.axes[:3]
+    n = len(np.unique(pt.segment(image, "slic")))
+    assert len(segments_ax.texts) == n and f"{n} superpixels" in segments_ax.get_title()
+    limits = weights_ax.images[0].get_clim()
+    assert -limits[0] == limits[1] > 0                       # a symmetric scale around zero
+    assert top_ax.get_title().startswith("top: [")
+    plt.close(fig)

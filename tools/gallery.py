@@ -27,7 +27,7 @@ PICKS = {
     "01_saliency_maps": 13,
     "02_occlusion_sensitivity": 1,
     "03_class_activation_maps": 7,
-    "04_black_box_explanations": 5,
+    "04_black_box_explanations": 6,
     "05_class_model_visualization": 6,
     "06_dataset_search": 9,
     "07_deconvolution_math": 2,
