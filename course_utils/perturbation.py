@@ -201,20 +201,24 @@ LIME_KERNEL_WIDTH = 0.25        # lime_image's default kernel width, for cosine 
 
 def lime_fit(patterns, probs, *, kernel_width: float = LIME_KERNEL_WIDTH,
              alpha: float = 0.0) -> tuple[float, np.ndarray]:
-    """LIME's weighted linear fit, written out (what ``lime`` does inside ``explain_instance``).
+    r"""LIME's weighted linear fit, written out (what ``lime`` does inside ``explain_instance``).
 
-    1. the distance of each on/off pattern z_i to the image itself (all ones) is the cosine
-       distance d_i = 1 - cos(z_i, 1);
-    2. each sample weighs pi_i = sqrt(exp(-d_i² / kernel_width²)) (lime's kernel);
-    3. (w0, w) minimise sum_i pi_i (p_i - w0 - z_i · w)² + alpha |w|²: a weighted least-squares
-       fit with an intercept (lime itself uses ridge regression, alpha = 1).
+    1. the distance of each on/off pattern :math:`z_i` to the image itself (all ones) is the
+       cosine distance :math:`d_i = 1 - \cos(z_i, \mathbf{1})`;
+    2. each sample weighs :math:`\pi_i = \sqrt{\exp(-d_i^2 / \sigma^2)}`, with
+       :math:`\sigma` = ``kernel_width`` (lime's kernel);
+    3. :math:`(w_0, w)` minimise :math:`\sum_i \pi_i (p_i - w_0 - z_i \cdot w)^2 + \alpha
+       \lVert w \rVert^2`: a weighted least-squares fit with an intercept (lime itself uses
+       ridge regression, :math:`\alpha = 1`).
 
     Args:
         patterns: (n, K) 0/1, one row per sample, one column per superpixel.
         probs: (n,) the class probability of each sample.
+        kernel_width: the kernel's width :math:`\sigma`.
+        alpha: the ridge penalty :math:`\alpha` (0: plain weighted least squares).
 
     Returns:
-        The intercept w0 and the weights w (K,), one per superpixel.
+        The intercept :math:`w_0` and the weights :math:`w` (K,), one per superpixel.
     """
     z = np.asarray(patterns, np.float64)
     p = np.asarray(probs, np.float64)
