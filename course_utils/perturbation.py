@@ -199,6 +199,15 @@ def _one_image(model, image, target, value_range, what: str):
 LIME_KERNEL_WIDTH = 0.25        # lime_image's default kernel width, for cosine distances
 
 
+def lime_sample_weights(patterns, kernel_width: float = LIME_KERNEL_WIDTH) -> np.ndarray:
+    r"""Steps 1 and 2 of :func:`lime_fit`: :math:`\pi_i = \sqrt{\exp(-d_i^2 / \sigma^2)}`
+    for the cosine distance :math:`d_i` of each pattern to the all-ones pattern (the image)."""
+    z = np.asarray(patterns, np.float64)
+    norms = np.linalg.norm(z, axis=1) * np.sqrt(z.shape[1])
+    cosine = np.divide(z.sum(axis=1), norms, out=np.zeros(len(z)), where=norms > 0)
+    return np.sqrt(np.exp(-((1 - cosine) ** 2) / kernel_width**2))
+
+
 def lime_fit(patterns, probs, *, kernel_width: float = LIME_KERNEL_WIDTH,
              alpha: float = 0.0) -> tuple[float, np.ndarray]:
     r"""LIME's weighted linear fit, written out (what ``lime`` does inside ``explain_instance``).
@@ -222,9 +231,7 @@ def lime_fit(patterns, probs, *, kernel_width: float = LIME_KERNEL_WIDTH,
     """
     z = np.asarray(patterns, np.float64)
     p = np.asarray(probs, np.float64)
-    norms = np.linalg.norm(z, axis=1) * np.sqrt(z.shape[1])
-    cosine = np.divide(z.sum(axis=1), norms, out=np.zeros(len(z)), where=norms > 0)
-    pi = np.sqrt(np.exp(-((1 - cosine) ** 2) / kernel_width**2))
+    pi = lime_sample_weights(z, kernel_width)
     z_mean, p_mean = pi @ z / pi.sum(), pi @ p / pi.sum()       # weighted means: the intercept
     zc, pc = z - z_mean, p - p_mean
     w = np.linalg.solve(zc.T @ (pi[:, None] * zc) + alpha * np.eye(z.shape[1]), zc.T @ (pi * pc))
@@ -407,8 +414,8 @@ def anchors(model, images, target=None, **settings) -> np.ndarray:
 def _lime_exercise_data():
     """Patterns, probabilities and the answers the self-check knows, right and wrong."""
     rng = np.random.default_rng(4)
-    n, k = 80, 6
-    z = (rng.random((n, k)) < 0.6).astype(np.float64)
+    n = 80
+    z = (rng.random((n, 6)) < 0.6).astype(np.float64)
     z[0] = 1                                             # the image itself comes first
     z[z.sum(axis=1) == 0, 0] = 1                         # no all-off pattern: its cosine is 0/0
     p = np.clip(0.1 + z @ np.array([0.3, -0.1, 0.2, 0.0, 0.25, 0.05])
@@ -419,8 +426,7 @@ def _lime_exercise_data():
         x = np.hstack([np.ones((n, 1)), z]) if intercept else z
         return np.linalg.lstsq(x * np.sqrt(pi)[:, None], p * np.sqrt(pi), rcond=None)[0]
 
-    cosine = z.sum(1) / (np.linalg.norm(z, axis=1) * np.sqrt(k))
-    kernel = np.exp(-((1 - cosine) ** 2) / LIME_KERNEL_WIDTH**2)
+    kernel = lime_sample_weights(z) ** 2                              # exp(-d² / width²)
     off = 1 - z.mean(axis=1)                                          # the share switched off
     wrong = {
         "every sample weighs the same here; weight each by the kernel of its distance to the "
