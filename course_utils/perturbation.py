@@ -340,7 +340,8 @@ ANCHOR_SEGMENTS = {"n_segments": 15, "compactness": 20, "sigma": 0.5, "start_lab
 
 def anchor_explanation(model, image, *, threshold: float = 0.95, p_sample: float = 0.5,
                        segmentation_kwargs: dict | None = None, seed: int = 0,
-                       batch_size: int = 100, value_range=UNIT_RANGE) -> AnchorResult:
+                       batch_size: int = 100, coverage_samples: int = 10_000,
+                       value_range=UNIT_RANGE) -> AnchorResult:
     """Anchors (Ribeiro et al. 2018) for one image, through alibi's ``AnchorImage``.
 
     Args:
@@ -352,6 +353,10 @@ def anchor_explanation(model, image, *, threshold: float = 0.95, p_sample: float
         segmentation_kwargs: SLIC settings; the default (15 segments) suits 64×64 images.
         seed: seeds alibi's sampling.
         batch_size: images per model call.
+        coverage_samples: random samples from which the anchor's coverage is estimated (alibi's
+            default, 10,000). alibi draws them as whole perturbed images at once: at 224 × 224
+            px that is 6 GB in float32, and twice that while they are stacked; 1,000 samples
+            need a tenth and still give the coverage to about ±3 points (95%).
         value_range: the range the image must lie in, or None.
 
     Returns:
@@ -363,6 +368,9 @@ def anchor_explanation(model, image, *, threshold: float = 0.95, p_sample: float
                           f"{threshold!r}.")
     if not 0 < p_sample < 1:
         raise CourseError(f"p_sample must lie strictly between 0 and 1; got {p_sample!r}.")
+    if not _is_int(coverage_samples) or coverage_samples < 100:
+        raise CourseError(f"coverage_samples must be a whole number of samples, 100 or more (e.g. "
+                          f"1000); got {coverage_samples!r}.")
     explainer = _anchor_explainer(model, x[0], segmentation_kwargs, seed)
     np.random.seed(seed)                                 # alibi samples with np.random
     quiet = logging.getLogger("alibi")
@@ -370,7 +378,8 @@ def anchor_explanation(model, image, *, threshold: float = 0.95, p_sample: float
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             exp = explainer.explain(x[0], threshold=threshold, p_sample=p_sample,
-                                    batch_size=batch_size, seed=seed)
+                                    batch_size=batch_size, coverage_samples=coverage_samples,
+                                    seed=seed)
     finally:
         quiet.level = level
     segments = np.asarray(exp.segments)

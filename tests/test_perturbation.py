@@ -95,6 +95,15 @@ def test_anchors_one_small_case(course_model):
         pt.anchors(course_model, x, target=1)
 
 
+def test_anchor_coverage_is_a_share_of_the_coverage_samples(course_model):
+    x = cu.make_shapes(1, seed=100).images[0]
+    a = pt.anchor_explanation(course_model, x, seed=0, coverage_samples=200)
+    assert a.coverage * 200 == pytest.approx(round(a.coverage * 200))    # k of the 200 samples
+    for bad in (0, 50, 1.5, "1000"):
+        with pytest.raises(cu.CourseError, match="coverage_samples must be"):
+            pt.anchor_explanation(course_model, x, coverage_samples=bad)
+
+
 def test_anchors_without_alibi_say_how_to_install_it(course_model, monkeypatch):
     import sys
 
