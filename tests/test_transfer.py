@@ -145,7 +145,7 @@ def test_the_exercise_check_tells_right_from_wrong(capsys):
     from course_utils.metrics import energy
 
     transfer.check_marker_exercise(transfer.marker_ratio)
-    assert capsys.readouterr().out.startswith("Correct")
+    assert capsys.readouterr().out.startswith("correct")
     transfer.check_marker_exercise(energy)
     assert "divide by the mask's share" in capsys.readouterr().out
     transfer.check_marker_exercise(lambda m, k: transfer.marker_ratio(np.abs(m), k))

@@ -9,7 +9,8 @@ Each method must give a finite map (N, H, W) (images for the visualizations) or 
 the model must be unchanged afterwards; the gradient maps must equal a hand-written GradientTape
 gradient of the pre-softmax score; Grad-CAM at CAM's layer must equal CAM wherever CAM applies,
 and that layer must be Grad-CAM's default, except on VGG16, whose base ends with a max pooling:
-there the default is the finer maps it pools (block5_conv3), as in the Grad-CAM paper. ``make test`` runs the fast subset below; ``make test-zoo`` (pytest --zoo) all of it.
+there the default is the finer maps it pools (block5_conv3), as in the Grad-CAM paper.
+``make test`` runs the fast subset below; ``make test-zoo`` (pytest --zoo) all of it.
 """
 
 import functools

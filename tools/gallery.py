@@ -35,6 +35,8 @@ PICKS = {
     "09_deep_dream": 3,
     "10_evaluating_explanations": 6,
     "11_explorer": 0,
+    "12_more_attribution_methods": 1,
+    "13_capstone_your_own_data": 3,
 }
 
 
