@@ -21,6 +21,9 @@ def _make_targets() -> set[str]:
 def test_the_test_workflow_runs_what_ci_runs():
     assert _runs("test.yml") == ["make test"]
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+    # on Debian 12 with Python 3.11, as here: `make browser` installs Debian's Chromium there
+    assert re.search(r"^\s*container: python:3\.11-bookworm$", (WORKFLOWS / "test.yml").read_text(),
+                     flags=re.M)
 
 
 def test_the_pages_workflow_builds_the_book_and_publishes_its_folder():
