@@ -14,11 +14,13 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-# Re-install only when the package's requirements change.
+# Re-install only when the package's requirements change. TensorFlow and Keras go to the newest
+# that pyproject.toml allows (an existing .venv would otherwise keep its older ones): make test
+# tests that version here and Colab's on the Colab stand-in.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[anchors,lab,test,book]"
+	$(BIN)/python -m pip install -e ".[anchors,lab,test,book]" --upgrade tensorflow keras
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 

@@ -119,8 +119,13 @@ def load_course_model(name: str = "shapes_cnn", *, data_dir=None):
         raise CourseError(f"The weights file {path} is corrupted (its sha256 differs from the "
                           f"manifest's). Restore it with `git checkout -- {path.name}` in data/, "
                           f"or: {rebuild}")
+    # The architecture comes from build_course_cnn, only the weights from the file. A .keras
+    # file's config is written by the Keras that saved it, and an older Keras can refuse a newer
+    # one's config (Colab's Keras 3.13 rejects the `input_axes` that 3.15 writes for He
+    # initialisation), while the stored weights read the same in every Keras 3.
+    model = build_course_cnn(name=name)
     try:
-        model = keras.models.load_model(path, compile=False, safe_mode=True)
+        model.load_weights(path)
     except Exception as e:  # a file that passed the hash check but Keras cannot read
         raise CourseError(f"Keras could not read {path} ({type(e).__name__}): the file is "
                           "damaged (truncated?) although its sha256 matches the manifest, so the "

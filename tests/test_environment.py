@@ -57,3 +57,33 @@ def test_ci_runs_the_readme_test_command():
 
 def test_alibi_imports_after_the_install():
     from alibi.explainers import AnchorImage  # noqa: F401  (needs click, transformers<5)
+
+
+def _minor(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def test_make_test_runs_the_newest_tensorflow_allowed_and_colabs():
+    """`make test` runs on two stacks, and they are the two TensorFlow versions the range is for:
+    the local stack (numpy 1) the newest the range allows, the Colab stand-in (numpy 2) Colab's."""
+    import numpy
+    import tensorflow
+
+    ceiling = re.search(r'"tensorflow>=[\d.]+,<(\d+)\.(\d+)"',
+                        (ROOT / "pyproject.toml").read_text())
+    newest = (int(ceiling[1]), int(ceiling[2]) - 1)
+    colab = _minor(re.search(r"^tensorflow==([\d.]+)$", (ROOT / "tests" / "colab_preinstalled.txt")
+                             .read_text(), flags=re.M)[1])
+    assert colab < newest, "the range should reach past Colab's version only where it is tested"
+    running = _minor(tensorflow.__version__)
+    if int(numpy.__version__.split(".")[0]) < 2:
+        assert running == newest, (
+            f"the local stack has TensorFlow {tensorflow.__version__}, not the newest the range "
+            f"allows ({newest[0]}.{newest[1]}): `rm {ROOT}/.venv/.installed && make install`")
+    else:
+        assert running == colab, f"the Colab stand-in has TensorFlow {tensorflow.__version__}"
+
+
+def test_make_install_upgrades_tensorflow_to_the_top_of_the_range():
+    assert "--upgrade tensorflow keras" in (ROOT / "Makefile").read_text()

@@ -4,6 +4,7 @@ import json
 import shutil
 import socket
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -94,6 +95,53 @@ def test_an_unreadable_file_with_a_matching_hash_is_explained(data_copy):
     (data_copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(cu.CourseError, match="could not read.*damaged"):
         cu.load_course_model("shapes_cnn", data_dir=data_copy)
+
+
+def _rewrite_config(path, change):
+    """Rewrite config.json inside a .keras file (a zip) with ``change(config)``."""
+    with zipfile.ZipFile(path) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    config = json.loads(members["config.json"])
+    change(config)
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for name, blob in members.items():
+            z.writestr(name, blob)
+
+
+def test_a_model_saved_by_a_newer_keras_loads_in_this_one(data_copy, course_model):
+    """A newer Keras writes settings an older one has never heard of (Keras 3.15 writes
+    `input_axes` for He initialisation; Colab's 3.13 refused the file). The loader builds the
+    architecture from code and reads only the weights, so the file still loads, unchanged."""
+    def add_a_future_setting(config):
+        for layer in config["config"]["layers"]:
+            layer["config"]["a_setting_from_keras_9"] = None
+    path = data_copy / "shapes_cnn.keras"
+    _rewrite_config(path, add_a_future_setting)
+    manifest = json.loads((data_copy / "manifest.json").read_text())
+    manifest["models"]["shapes_cnn"]["sha256"] = models.file_sha256(path)
+    (data_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises((TypeError, ValueError)):          # what keras.models.load_model does
+        keras.models.load_model(path, compile=False)
+    images = cu.make_shapes(8, seed=TEST_SEED).images
+    loaded = cu.load_course_model("shapes_cnn", data_dir=data_copy)
+    np.testing.assert_array_equal(loaded.predict(images, verbose=0),
+                                  course_model.predict(images, verbose=0))
+
+
+def test_the_shipped_weights_fit_the_architecture_in_code():
+    """Every shipped file holds exactly the weights of build_course_cnn: same names, shapes,
+    values as Keras's own loader reads them (where this Keras can read the file's config)."""
+    for name in models.COURSE_MODELS:
+        ours = cu.load_course_model(name)
+        assert ours.name == name
+        try:
+            theirs = keras.models.load_model(models.DATA_DIR / f"{name}.keras", compile=False)
+        except (TypeError, ValueError):
+            pytest.skip(f"this Keras ({keras.__version__}) cannot read the saved config")
+        assert [w.path for w in ours.weights] == [w.path for w in theirs.weights]
+        for a, b in zip(ours.get_weights(), theirs.get_weights()):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_an_unknown_model_name_lists_the_known_ones():
