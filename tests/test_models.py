@@ -140,7 +140,7 @@ def test_the_shipped_weights_fit_the_architecture_in_code():
         except (TypeError, ValueError):
             pytest.skip(f"this Keras ({keras.__version__}) cannot read the saved config")
         assert [w.path for w in ours.weights] == [w.path for w in theirs.weights]
-        for a, b in zip(ours.get_weights(), theirs.get_weights()):
+        for a, b in zip(ours.get_weights(), theirs.get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
 
 
