@@ -1,4 +1,4 @@
-"""Gradient ascent on the input image: the one engine behind class model visualization, channel
+r"""Gradient ascent on the input image: the one engine behind class model visualization, channel
 visualization and Deep Dream.
 
 Training changes the weights to lower a loss, with the image fixed. Here it is the other way round:
@@ -9,7 +9,7 @@ the weights stay fixed and the *image* changes, step by step, to raise a score (
    ``jitter`` pixels (undone after the step), so that the image cannot fit the exact pixel grid;
 2. **step** along the gradient g of the score, with **L2 decay**:
 
-       x ← x + η · g / mean|g| - δ · (x - 0.5)
+   .. math:: x \leftarrow x + \eta\, \frac{g}{\mathrm{mean}\,|g|} - \delta\, (x - 0.5)
 
    The gradient is divided by its mean magnitude, so that the step size η is "how far a pixel
    moves per step", whatever the score's scale. The decay δ pulls every pixel the fraction δ of

@@ -80,10 +80,11 @@ def make_baseline(images: np.ndarray, kind: str = "black", *, value_range=UNIT_R
 
 
 def riemann_alphas(steps: int) -> np.ndarray:
-    """The m points alpha_k = (k - 1/2) / m, k = 1..m, of the midpoint Riemann sum on [0, 1].
+    r"""The :math:`m` points :math:`\alpha_k = (k - \tfrac12) / m`, :math:`k = 1, \dots, m`, of the
+    midpoint Riemann sum on [0, 1].
 
-    The midpoint rule's error shrinks as 1/m^2 on a smooth path (the right-hand sum of the IG
-    paper as 1/m); on a ReLU network's piecewise-linear path both settle as m grows.
+    The midpoint rule's error shrinks as :math:`1/m^2` on a smooth path (the right-hand sum of the
+    IG paper as :math:`1/m`); on a ReLU network's piecewise-linear path both settle as m grows.
     """
     if not (isinstance(steps, int | np.integer) and steps >= 1):
         raise CourseError(f"steps must be a positive integer (e.g. 32); got {steps!r}.")
@@ -103,12 +104,19 @@ def _baseline_array(x: np.ndarray, baseline, value_range, seed: int) -> np.ndarr
 def integrated_gradients(model, images, target=None, *, baseline="black", steps: int = 32,
                          reduce: str = "sum", seed: int = 0, batch_size: int = BATCH_SIZE,
                          value_range=UNIT_RANGE) -> np.ndarray:
-    """Integrated gradients (Sundararajan, Taly & Yan 2017).
+    r"""Integrated gradients (Sundararajan, Taly & Yan 2017).
 
-    IG_i(x) = (x_i - x'_i) * integral over alpha in [0, 1] of dS_c/dx_i (x' + alpha (x - x'))
-            ~ (x_i - x'_i) * (1/m) * sum_k dS_c/dx_i (x' + alpha_k (x - x')),
-    with the m midpoints alpha_k of :func:`riemann_alphas`. Completeness: sum_i IG_i(x) =
-    S_c(x) - S_c(x') when the integral is exact.
+    For an image :math:`x` and a baseline :math:`x'`, pixel by pixel (and channel by channel):
+
+    .. math::
+
+        \mathrm{IG}_i(x) &= (x_i - x'_i) \int_0^1
+            \frac{\partial S_c}{\partial x_i}\big(x' + \alpha (x - x')\big)\, d\alpha \\
+        &\approx (x_i - x'_i)\, \frac{1}{m} \sum_{k=1}^{m}
+            \frac{\partial S_c}{\partial x_i}\big(x' + \alpha_k (x - x')\big),
+
+    with the :math:`m` midpoints :math:`\alpha_k` of :func:`riemann_alphas`. Completeness:
+    :math:`\sum_i \mathrm{IG}_i(x) = S_c(x) - S_c(x')` when the integral is exact.
 
     Args:
         model: a Keras image classifier (not changed).
@@ -141,7 +149,8 @@ def integrated_gradients(model, images, target=None, *, baseline="black", steps:
 
 def gradient_x_input(model, images, target=None, *, reduce: str = "sum",
                      batch_size: int = BATCH_SIZE, value_range=UNIT_RANGE) -> np.ndarray:
-    """Gradient x input (Shrikumar et al. 2016): x_i * dS_c/dx_i, summed over the channels.
+    r"""Gradient × input (Shrikumar et al. 2016): :math:`x_i \, \partial S_c / \partial x_i`,
+    summed over the channels.
 
     IG with a black (zero) baseline and a single step at alpha = 1: exact for a linear model,
     where it is w_i x_i. Arguments and result as :func:`integrated_gradients`.
@@ -177,7 +186,10 @@ def noisy_gradients(model, images, target=None, *, noise: float = 0.1, n_samples
 def smoothgrad_squared(model, images, target=None, *, noise: float = 0.1, n_samples: int = 25,
                        seed: int = 0, reduce: str = "sum", batch_size: int = BATCH_SIZE,
                        value_range=UNIT_RANGE) -> np.ndarray:
-    """SmoothGrad² (Hooker et al. 2019): M = (1/n) sum_i (dS_c/dx (x + e_i))^2.
+    r"""SmoothGrad² (Hooker et al. 2019): the mean square of the noisy gradients,
+
+    .. math:: M = \frac{1}{n} \sum_{i=1}^{n} \Big(\frac{\partial S_c}{\partial x}(x + \epsilon_i)
+        \Big)^2, \qquad \epsilon_i \sim \mathcal{N}(0, \sigma^2).
 
     Args: as :func:`course_utils.gradients.smoothgrad` (``reduce`` combines the channels of the
     non-negative per-channel result; ``"sum"`` by default). Returns float32 (N, H, W) maps.
@@ -190,9 +202,13 @@ def smoothgrad_squared(model, images, target=None, *, noise: float = 0.1, n_samp
 def vargrad(model, images, target=None, *, noise: float = 0.1, n_samples: int = 25,
             seed: int = 0, reduce: str = "sum", batch_size: int = BATCH_SIZE,
             value_range=UNIT_RANGE) -> np.ndarray:
-    """VarGrad (Adebayo et al. 2018; Hooker et al. 2019): the variance of the noisy gradients,
-    M = (1/n) sum_i (g_i - mean g)^2 with g_i = dS_c/dx (x + e_i). Zero with one sample or no
-    noise. Arguments and result as :func:`smoothgrad_squared`.
+    r"""VarGrad (Adebayo et al. 2018; Hooker et al. 2019): the variance of the noisy gradients,
+
+    .. math:: M = \frac{1}{n} \sum_{i=1}^{n} (g_i - \bar g)^2, \qquad
+        g_i = \frac{\partial S_c}{\partial x}(x + \epsilon_i), \quad
+        \bar g = \frac{1}{n} \sum_{i=1}^{n} g_i.
+
+    Zero with one sample or no noise. Arguments and result as :func:`smoothgrad_squared`.
     """
     grads = noisy_gradients(model, images, target, noise=noise, n_samples=n_samples, seed=seed,
                             batch_size=batch_size, value_range=value_range)
@@ -238,12 +254,20 @@ def _gradient_map(model, images, target, layer, name, combine, upsample, batch_s
 def grad_cam_plus_plus(model, images, target=None, *, layer: str | None = None,
                        upsample: bool = True, batch_size: int = BATCH_SIZE,
                        value_range=UNIT_RANGE) -> np.ndarray:
-    """Grad-CAM++ (Chattopadhay et al. 2018).
+    r"""Grad-CAM++ (Chattopadhay et al. 2018).
 
-    With g = dS_c/dA_k(i, j) (S_c the logit; the paper's exp(S_c) cancels in alpha):
-    alpha_k(i, j) = g^2 / (2 g^2 + sum_ab A_k(a, b) g^3),  w_k = sum_ij alpha_k(i, j) ReLU(g),
-    L_c = ReLU(sum_k w_k A_k). Several objects of a class each get their own weight, where
-    Grad-CAM's average lets the largest one dominate.
+    With :math:`g = \partial S_c / \partial A_k(i, j)` (:math:`S_c` the logit; the paper's
+    :math:`\exp(S_c)` cancels in :math:`\alpha`):
+
+    .. math::
+
+        \alpha_k(i, j) = \frac{g^2}{2 g^2 + \sum_{a,b} A_k(a, b)\, g^3}, \qquad
+        w_k = \sum_{i,j} \alpha_k(i, j)\, \mathrm{ReLU}(g),
+
+        L_c = \mathrm{ReLU}\Big(\sum_k w_k A_k\Big).
+
+    Several objects of a class each get their own weight, where Grad-CAM's average lets the
+    largest one dominate.
 
     Args and Returns: as :func:`course_utils.cam.grad_cam`.
     """
@@ -253,7 +277,10 @@ def grad_cam_plus_plus(model, images, target=None, *, layer: str | None = None,
 
 def layer_cam(model, images, target=None, *, layer: str | None = None, upsample: bool = True,
               batch_size: int = BATCH_SIZE, value_range=UNIT_RANGE) -> np.ndarray:
-    """LayerCAM (Jiang et al. 2021): L_c(i, j) = ReLU(sum_k ReLU(dS_c/dA_k(i, j)) A_k(i, j)).
+    r"""LayerCAM (Jiang et al. 2021): only the positive gradients, position by position,
+
+    .. math:: L_c(i, j) = \mathrm{ReLU}\Big(\sum_k \mathrm{ReLU}\Big(
+        \frac{\partial S_c}{\partial A_k(i, j)}\Big) A_k(i, j)\Big).
 
     HiResCAM with only the positive gradients; at early layers it keeps fine detail that
     Grad-CAM's average over positions loses. Args and Returns: as
@@ -292,11 +319,13 @@ def _probability_function(model):
 
 def score_cam(model, images, target=None, *, layer: str | None = None, upsample: bool = True,
               batch_size: int = BATCH_SIZE, value_range=UNIT_RANGE) -> np.ndarray:
-    """Score-CAM (Wang et al. 2020), batched: one forward pass per feature map.
+    r"""Score-CAM (Wang et al. 2020), batched: one forward pass per feature map.
 
-    H_k = the feature map A_k, upsampled to the image and scaled to [0, 1];
-    w_k = p_c(x * H_k), the class probability of the image masked by H_k (the paper's softmax
-    score, as its code does);  L_c = ReLU(sum_k w_k A_k).
+    :math:`H_k` is the feature map :math:`A_k`, upsampled to the image and scaled to [0, 1];
+    its weight is the class probability of the image masked by it (the paper's softmax score,
+    as its code does):
+
+    .. math:: w_k = p_c(x \odot H_k), \qquad L_c = \mathrm{ReLU}\Big(\sum_k w_k A_k\Big).
 
     Args: as :func:`course_utils.cam.grad_cam`; ``batch_size`` masked images per forward pass.
     K feature maps cost K forward passes per image.

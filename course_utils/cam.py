@@ -190,11 +190,18 @@ def _cam_function(model, relu: bool, size):
 
 def cam(model, images, target=None, *, relu: bool = False, upsample: bool = True,
         batch_size: int = BATCH_SIZE, value_range=UNIT_RANGE) -> np.ndarray:
-    """Class activation map (Zhou et al. 2016).
+    r"""Class activation map (Zhou et al. 2016).
 
-    For a model whose class score is S_c = sum_k w_k^c * mean_ij A_k(i, j) + b_c (global average
-    pooling of the feature maps A_k, then a dense layer), the map is
-    M_c(i, j) = sum_k w_k^c A_k(i, j): its mean over positions, plus b_c, is S_c.
+    For a model whose class score is a dense layer over the global average of the feature maps
+    :math:`A_k` (h × w positions each),
+
+    .. math:: S_c = \sum_k w_k^c \, \frac{1}{hw} \sum_{i,j} A_k(i, j) + b_c,
+
+    the map is
+
+    .. math:: M_c(i, j) = \sum_k w_k^c A_k(i, j):
+
+    its mean over positions, plus :math:`b_c`, is :math:`S_c`.
 
     Args:
         model: a Keras classifier ending with global average pooling and one dense layer.
@@ -252,10 +259,15 @@ def _gradient_cam(model, images, target, layer, average, relu, upsample, batch_s
 def grad_cam(model, images, target=None, *, layer: str | None = None, relu: bool = True,
              upsample: bool = True, batch_size: int = BATCH_SIZE,
              value_range=UNIT_RANGE) -> np.ndarray:
-    """Grad-CAM (Selvaraju et al. 2017).
+    r"""Grad-CAM (Selvaraju et al. 2017).
 
-    alpha_k^c = mean over (i, j) of dS_c / dA_k(i, j)   (one weight per feature map A_k)
-    L_c(i, j) = ReLU( sum_k alpha_k^c A_k(i, j) )
+    One weight per feature map :math:`A_k` (h × w positions), the mean of the class score's
+    gradient over the positions; the map is the weighted sum of the feature maps, rectified:
+
+    .. math::
+
+        \alpha_k^c = \frac{1}{hw} \sum_{i,j} \frac{\partial S_c}{\partial A_k(i, j)}, \qquad
+        L_c(i, j) = \mathrm{ReLU}\Big(\sum_k \alpha_k^c A_k(i, j)\Big).
 
     Args:
         model: any Keras image classifier with a convolutional layer (not changed).
@@ -278,9 +290,10 @@ def grad_cam(model, images, target=None, *, layer: str | None = None, relu: bool
 def hires_cam(model, images, target=None, *, layer: str | None = None, relu: bool = True,
               upsample: bool = True, batch_size: int = BATCH_SIZE,
               value_range=UNIT_RANGE) -> np.ndarray:
-    """HiResCAM (Draelos & Carin 2020): Grad-CAM without the average over positions.
+    r"""HiResCAM (Draelos & Carin 2020): Grad-CAM without the average over positions.
 
-    L_c(i, j) = ReLU( sum_k dS_c/dA_k(i, j) * A_k(i, j) )
+    .. math:: L_c(i, j) = \mathrm{ReLU}\Big(\sum_k \frac{\partial S_c}{\partial A_k(i, j)}
+        \, A_k(i, j)\Big)
 
     Where the gradient is the same at every position (global average pooling right after the
     layer) it equals Grad-CAM; elsewhere it keeps where each gradient was. Same arguments and

@@ -96,7 +96,7 @@ def _pair(v) -> tuple[int, int]:
 
 
 def conv1d_matrix(kernel, n_in: int, stride: int = 1, padding: int = 0) -> np.ndarray:
-    """The matrix W of a 1D convolution, so that ``y = W @ x`` equals ``tf.nn.conv1d``.
+    r"""The matrix W of a 1D convolution, so that ``y = W @ x`` equals ``tf.nn.conv1d``.
 
     Output ``i`` looks at the padded input from position ``i*stride``; tap ``j`` of the kernel
     lands on input sample ``i*stride + j - padding``. Taps that land on the padding meet a zero
@@ -109,7 +109,7 @@ def conv1d_matrix(kernel, n_in: int, stride: int = 1, padding: int = 0) -> np.nd
         padding: p zeros on each side of the input.
 
     Returns:
-        W, shape (n_out, n_in) with n_out = floor((n + 2p - k)/s) + 1.
+        W, shape (n_out, n_in) with :math:`n_\text{out} = \lfloor (n + 2p - k)/s \rfloor + 1`.
     """
     kernel = _as_vector(kernel, "kernel")
     n_out = conv_output_size(n_in, kernel.size, stride, padding)

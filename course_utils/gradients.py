@@ -474,12 +474,15 @@ def _noisy_gradient_function(model):
 def smoothgrad(model, images, target=None, *, noise: float = 0.1, n_samples: int = 25,
                seed: int = 0, reduce: str = "max_abs", batch_size: int = BATCH_SIZE,
                value_range=UNIT_RANGE) -> np.ndarray:
-    """SmoothGrad (Smilkov et al. 2017): the vanilla gradient averaged over noisy copies.
+    r"""SmoothGrad (Smilkov et al. 2017): the vanilla gradient averaged over noisy copies.
 
-    M = reduce( (1/n) * sum over i of dS_c/dx (x + e_i) ),  e_i ~ N(0, sigma^2),
-    with sigma = ``noise`` * (max(x) - min(x)) for each image. The target class is chosen on the
-    clean image. The noise patterns depend only on ``seed`` and ``n_samples``: an image gets the
-    same map alone or in a batch.
+    .. math:: M = \mathrm{reduce}\Big(\frac{1}{n} \sum_{i=1}^{n}
+        \frac{\partial S_c}{\partial x}(x + \epsilon_i)\Big), \qquad
+        \epsilon_i \sim \mathcal{N}(0, \sigma^2),
+
+    with :math:`\sigma` = ``noise`` · (max(x) - min(x)) for each image. The target class is
+    chosen on the clean image. The noise patterns depend only on ``seed`` and ``n_samples``: an
+    image gets the same map alone or in a batch.
 
     Args:
         model: a Keras image classifier (not changed).

@@ -1,30 +1,38 @@
-"""Layer-wise relevance propagation (Bach et al. 2015), with the rules of Montavon et al. 2019.
+r"""Layer-wise relevance propagation (Bach et al. 2015), with the rules of Montavon et al. 2019.
 
-LRP starts from the class score, R = S_c (the logit) at the output, and hands it back layer by
-layer: each output j gives its relevance R_j to the inputs i in proportion to their
-contributions z_ij = a_i w_ij, so that (for a rule that *conserves*) every layer's relevances add
-up to the same total. For a layer computing z_j = sum_i a_i w_ij + b_j:
+LRP starts from the class score, :math:`R = S_c` (the logit) at the output, and hands it back
+layer by layer: each output :math:`j` gives its relevance :math:`R_j` to the inputs :math:`i` in
+proportion to their contributions :math:`z_{ij} = a_i w_{ij}`, so that (for a rule that
+*conserves*) every layer's relevances add up to the same total. For a layer computing
+:math:`z_j = \sum_i a_i w_{ij} + b_j`:
 
-    R_i = a_i * sum_j rho(w_ij) * R_j / (eps + sum_i' a_i' rho(w_i'j) + rho(b_j))
+.. math::
 
-- ``"epsilon"``: rho(w) = w; eps = ``epsilon`` * sign(z) absorbs weak, contradictory
-  contributions (``epsilon=0``: LRP-0, which equals gradient x input on a ReLU network);
-- ``"gamma"``: rho(w) = w + ``gamma`` * max(w, 0): favours positive contributions;
-- ``"zplus"``: rho(w) = max(w, 0), no bias: only positive contributions (alpha=1, beta=0);
-- ``"alphabeta"``: R_i = alpha R_i^+ - beta R_i^-, the positive and negative contributions
-  redistributed separately (alpha - beta = 1 conserves).
+    R_i = a_i \sum_j \frac{\rho(w_{ij})\, R_j}{\epsilon + \sum_{i'} a_{i'} \rho(w_{i'j})
+        + \rho(b_j)}
+
+- ``"epsilon"``: :math:`\rho(w) = w`; :math:`\epsilon` = ``epsilon`` · sign(:math:`z_j`)
+  absorbs weak, contradictory contributions (``epsilon=0``: LRP-0, which equals gradient ×
+  input on a ReLU network);
+- ``"gamma"``: :math:`\rho(w) = w + \gamma \max(w, 0)` (:math:`\gamma` = ``gamma``): favours
+  positive contributions;
+- ``"zplus"``: :math:`\rho(w) = \max(w, 0)`, no bias: only positive contributions
+  (:math:`\alpha = 1, \beta = 0`);
+- ``"alphabeta"``: :math:`R_i = \alpha R_i^+ - \beta R_i^-`, the positive and negative
+  contributions redistributed separately (:math:`\alpha - \beta = 1` conserves).
 
 At the input (pixels, not ReLU activations), ``input_rule``:
 
-- ``"zb"``: the z^B rule for pixels bounded by [l, h] (the value range):
-  z_ij = x_i w_ij - l w_ij^+ - h w_ij^-;
+- ``"zb"``: the :math:`z^B` rule for pixels bounded by :math:`[l, h]` (the value range):
+  :math:`z_{ij} = x_i w_{ij} - l\, w_{ij}^+ - h\, w_{ij}^-`;
 - ``"flat"``: every input in the receptive field gets an equal share;
 - ``None``: the same rule as the hidden layers.
 
 Pooling and global average pooling pass relevance on in proportion to their inputs (LRP-0 on
 the pooling as a linear map; max pooling gives it all to the maximum), ReLU and Flatten pass it
-on unchanged. The rule is computed with the "gradient trick" of Montavon et al.: s = R / z,
-c = d(sum_j z_j s_j)/da, R = a * c, with s held constant.
+on unchanged. The rule is computed with the "gradient trick" of Montavon et al.:
+:math:`s = R / z`, :math:`c = \partial (\sum_j z_j s_j) / \partial a`, :math:`R = a \odot c`,
+with :math:`s` held constant.
 
 The course covers chains of Conv2D and Dense layers (linear or ReLU activations), ReLU,
 MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, Flatten and Dropout: the course CNN.
@@ -218,7 +226,8 @@ def lrp(model, images, target=None, *, rule: str = "epsilon", epsilon: float = 0
         value_range: the pixels' range (the z^B bounds), checked on the images.
 
     Returns:
-        float32 (N, H, W) maps: the relevance of each pixel, summed over its channels.
+        float32 (N, H, W): the relevance of each pixel, summed over its channels (one map per
+        image).
     """
     return relevances(model, images, target, rule=rule, epsilon=epsilon, gamma=gamma,
                       alpha=alpha, beta=beta, input_rule=input_rule,

@@ -2,10 +2,12 @@
 
 The site is built once per run into _build/book (what `make book` builds), served on localhost
 and opened page by page in Debian's Chromium (Playwright, as tests/test_browser.py does). Checked:
-every page loads with no console error, no page error and no failed request (so nothing is fetched
-from another host: the site works offline); every lecture page shows its figures (each image
-decoded) and its equations typeset by MathJax; the navigation lists every lecture; every internal
-link and anchor resolves. Screenshots of the landing page and of lecture 01 go to test-output/book/.
+Sphinx gave no warning; every page loads with no console error, no page error and no failed
+request (so nothing is fetched from another host: the site works offline); every lecture page
+shows its figures (each image decoded); every page's equations, the lectures' and the
+docstrings', are typeset by MathJax without error and fit the text column; the navigation lists
+every lecture; every internal link and anchor resolves. Screenshots of the landing page and of
+lecture 01 go to test-output/book/.
 """
 
 import functools
@@ -91,6 +93,26 @@ def test_the_site_has_every_lecture_and_module(site):
         assert (site / f"{page}.html").exists(), page
 
 
+def test_the_build_has_no_sphinx_warnings(site):
+    warnings = (site.parent / "warnings.txt").read_text(encoding="utf-8").strip()
+    assert not warnings, f"Sphinx warned:\n{warnings}"
+
+
+# The modules whose docstrings state a method's equations: their pages must typeset them (the
+# browser test checks that MathJax does), not show plain-text formulas.
+EQUATIONS = ("ascent", "attribution", "cam", "deconv", "gradients", "lrp", "perturbation")
+
+
+def test_the_methods_equations_are_mathematics_not_plain_text(site):
+    for name in EQUATIONS:
+        page = (site / "api" / f"{name}.html").read_text(encoding="utf-8")
+        assert 'class="math' in page, f"api/{name}: no equation is marked up as mathematics"
+    for path in (site / "api").glob("*.html"):
+        page = path.read_text(encoding="utf-8")
+        assert "<blockquote" not in page, (
+            f"api/{path.name}: an indented block (a plain-text formula?) became a quotation")
+
+
 @pytest.fixture(scope="module")
 def served(site):
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
@@ -164,17 +186,24 @@ def test_every_page_loads_cleanly_and_lectures_show_figures_and_equations(site, 
             if not images or not all(images):
                 failures.append(f"{relative}: {images.count(False)} of {len(images)} figures "
                                 "did not render")
-            maths = page.locator("article .math").count()
-            if maths:
-                try:
-                    page.wait_for_function(
-                        f"() => document.querySelectorAll('article mjx-container').length >= "
-                        f"{maths}", timeout=30_000)
-                except Exception:
-                    failures.append(f"{relative}: MathJax typeset fewer than {maths} equations")
-                errors = page.locator("mjx-merror").count()
-                if errors:
-                    failures.append(f"{relative}: {errors} equations failed to typeset")
+        maths = page.locator("article .math").count()
+        if maths:
+            try:
+                page.wait_for_function(
+                    f"() => document.querySelectorAll('article mjx-container').length >= "
+                    f"{maths}", timeout=30_000)
+            except Exception:
+                failures.append(f"{relative}: MathJax typeset fewer than {maths} equations")
+            # A display equation wider than the text column is cut off behind a scroll bar.
+            wide = page.evaluate(
+                "() => [...document.querySelectorAll('article mjx-container[display=\"true\"]')]"
+                ".filter(e => e.scrollWidth > e.clientWidth + 1)"
+                ".map(e => e.textContent.slice(0, 40))")
+            if wide:
+                failures.append(f"{relative}: equations wider than the column: {wide}")
+            errors = page.locator("mjx-merror").count()
+            if errors:
+                failures.append(f"{relative}: {errors} equations failed to typeset")
         if relative == "index.html":
             page.screenshot(path=str(OUTPUT / "landing.png"), full_page=False)
             nav = page.locator("nav.bd-links a").all_inner_texts()
