@@ -171,7 +171,8 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=BUILD / "book")
     html = build(parser.parse_args(argv).out)
-    print(f"{html / 'index.html'}: {len(list(html.rglob('*.html')))} pages")
+    pages = [p for p in html.rglob("*.html") if "_static" not in p.relative_to(html).parts]
+    print(f"{html / 'index.html'}: {len(pages)} pages")
 
 
 if __name__ == "__main__":
