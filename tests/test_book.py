@@ -12,6 +12,7 @@ lecture 01 go to test-output/book/.
 
 import functools
 import http.server
+import json
 import re
 import sys
 import threading
@@ -111,6 +112,20 @@ def test_the_methods_equations_are_mathematics_not_plain_text(site):
         page = path.read_text(encoding="utf-8")
         assert "<blockquote" not in page, (
             f"api/{path.name}: an indented block (a plain-text formula?) became a quotation")
+
+
+def test_widgets_say_where_they_work_instead_of_showing_their_repr(site):
+    widgets = sum(
+        "application/vnd.jupyter.widget-view+json" in output.get("data", {})
+        for nb in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")
+        for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]
+        for output in cell.get("outputs", []))
+    notes = 0
+    for path in (site / "lectures").glob("*.html"):
+        page = path.read_text(encoding="utf-8")
+        assert "children=(" not in page, f"{path.name} shows a widget's Python repr"
+        notes += page.count("An interactive panel: its sliders and menus work")
+    assert widgets > 0 and notes == widgets
 
 
 @pytest.fixture(scope="module")

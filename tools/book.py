@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "_build"
 MATHJAX = "mathjax@3.2.2"
 sys.path.insert(0, str(ROOT / "tools"))
-from colab_setup import repository_url  # noqa: E402
+from colab_setup import colab_link, repository_url  # noqa: E402
 
 CONF = '''\
 project = "Seeing inside CNNs"
@@ -37,7 +37,7 @@ author = "The course authors"
 extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax"]
 myst_enable_extensions = ["dollarmath", "amsmath"]
 nb_execution_mode = "off"               # render the stored outputs that nbval checked
-nb_ipywidgets_js = {}                   # no widget manager from a CDN: widgets show their fallback
+nb_ipywidgets_js = {}                   # no widget manager from a CDN: see static_widgets
 nb_mime_priority_overrides = [("html", "application/vnd.jupyter.widget-view+json", None)]
 mathjax_path = "mathjax/tex-chtml.js"   # served by the site: no CDN
 html_static_path = ["_static"]
@@ -107,6 +107,21 @@ def mathjax(cache: Path) -> Path:
     return target
 
 
+def static_widgets(text: str, name: str, repo: str) -> str:
+    """The notebook `text` with each widget's stored output (a Python repr such as
+    ``VBox(children=(IntSlider(...`` when no widget manager runs) replaced by a line that says
+    where the widget works."""
+    nb = json.loads(text)
+    note = ("*An interactive panel: its sliders and menus work when the notebook runs, in "
+            f"JupyterLab or [on Colab]({colab_link(repo, name)}); this static page cannot run "
+            "it.*")
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            if "application/vnd.jupyter.widget-view+json" in output.get("data", {}):
+                output["data"] = {"text/markdown": note}
+    return json.dumps(nb)
+
+
 def stage(src: Path) -> None:
     """Write the book's sources into `src`: conf.py, pages cut from the README, the notebooks."""
     repo = repository_url(ROOT)
@@ -120,7 +135,7 @@ def stage(src: Path) -> None:
 
     notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     for nb in notebooks:
-        shutil.copy(nb, src / "lectures" / nb.name)
+        (src / "lectures" / nb.name).write_text(static_widgets(nb.read_text(), nb.name, repo))
     modules = sorted(p.stem for p in (ROOT / "course_utils").glob("*.py")
                      if not p.stem.startswith("_"))
     for name in modules:
