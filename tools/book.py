@@ -38,7 +38,6 @@ extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ex
 myst_enable_extensions = ["dollarmath", "amsmath"]
 nb_execution_mode = "off"               # render the stored outputs that nbval checked
 nb_ipywidgets_js = {}                   # no widget manager from a CDN: see static_widgets
-nb_mime_priority_overrides = [("html", "application/vnd.jupyter.widget-view+json", None)]
 mathjax_path = "mathjax/tex-chtml.js"   # served by the site: no CDN
 html_static_path = ["_static"]
 html_favicon = "_static/favicon.svg"
