@@ -24,6 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
+import book  # noqa: E402
 from test_browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 OUTPUT = ROOT / "test-output" / "book"
@@ -32,8 +33,6 @@ LECTURES = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"
 
 @pytest.fixture(scope="module")
 def site() -> Path:
-    import book
-
     return book.build(ROOT / "_build" / "book")
 
 
@@ -59,12 +58,8 @@ def _parse(path: Path) -> _Links:
     return links
 
 
-def _pages(site: Path) -> list[Path]:
-    return sorted(p for p in site.rglob("*.html") if "_static" not in p.parts)
-
-
 def test_every_internal_link_and_anchor_resolves(site):
-    parsed = {page: _parse(page) for page in _pages(site)}
+    parsed = {page: _parse(page) for page in book.site_pages(site)}
     broken = []
     for page, links in parsed.items():
         for ref in links.refs:
@@ -116,7 +111,7 @@ def test_the_methods_equations_are_mathematics_not_plain_text(site):
 
 def test_widgets_say_where_they_work_instead_of_showing_their_repr(site):
     widgets = sum(
-        "application/vnd.jupyter.widget-view+json" in output.get("data", {})
+        book.WIDGET_MIME in output.get("data", {})
         for nb in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")
         for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]
         for output in cell.get("outputs", []))
@@ -124,7 +119,7 @@ def test_widgets_say_where_they_work_instead_of_showing_their_repr(site):
     for path in (site / "lectures").glob("*.html"):
         page = path.read_text(encoding="utf-8")
         assert "children=(" not in page, f"{path.name} shows a widget's Python repr"
-        notes += page.count("An interactive panel: its sliders and menus work")
+        notes += page.count(book.WIDGET_NOTE)
     assert widgets > 0 and notes == widgets
 
 
@@ -191,7 +186,7 @@ def test_every_page_loads_cleanly_and_lectures_show_figures_and_equations(site, 
     OUTPUT.mkdir(parents=True, exist_ok=True)
     failures = []
     # The landing page first: the theme remembers the sidebar's scrolling from page to page.
-    for path in sorted(_pages(site), key=lambda p: (p.name != "index.html", p)):
+    for path in sorted(book.site_pages(site), key=lambda p: (p.name != "index.html", p)):
         relative = path.relative_to(site).as_posix()
         problems = _open(page, urljoin(served, relative))
         failures += [f"{relative}: {p}" for p in problems]

@@ -106,17 +106,20 @@ def mathjax(cache: Path) -> Path:
     return target
 
 
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+WIDGET_NOTE = "An interactive panel: its sliders and menus work when the notebook runs"
+
+
 def static_widgets(text: str, name: str, repo: str) -> str:
     """The notebook `text` with each widget's stored output (a Python repr such as
     ``VBox(children=(IntSlider(...`` when no widget manager runs) replaced by a line that says
     where the widget works."""
     nb = json.loads(text)
-    note = ("*An interactive panel: its sliders and menus work when the notebook runs, in "
-            f"JupyterLab or [on Colab]({colab_link(repo, name)}); this static page cannot run "
-            "it.*")
+    note = (f"*{WIDGET_NOTE}, in JupyterLab or [on Colab]({colab_link(repo, name)}); this static "
+            "page cannot run it.*")
     for cell in nb["cells"]:
         for output in cell.get("outputs", []):
-            if "application/vnd.jupyter.widget-view+json" in output.get("data", {}):
+            if WIDGET_MIME in output.get("data", {}):
                 output["data"] = {"text/markdown": note}
     return json.dumps(nb)
 
@@ -181,12 +184,16 @@ def build(out: Path = BUILD / "book") -> Path:
     return html
 
 
+def site_pages(html: Path) -> list[Path]:
+    """The site's HTML pages, without the theme's template fragments in ``_static``."""
+    return sorted(p for p in html.rglob("*.html") if "_static" not in p.relative_to(html).parts)
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=BUILD / "book")
     html = build(parser.parse_args(argv).out)
-    pages = [p for p in html.rglob("*.html") if "_static" not in p.relative_to(html).parts]
-    print(f"{html / 'index.html'}: {len(pages)} pages")
+    print(f"{html / 'index.html'}: {len(site_pages(html))} pages")
 
 
 if __name__ == "__main__":
